@@ -1,0 +1,232 @@
+-- pg_eventstore schema: tables, the triggers that guard them, and the SQL API.
+-- The Rust side (src/) implements every function declared here; this file is the contract.
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------------------------
+
+-- Per stream type settings (Sequent's snapshot thresholds live here and are copied to new streams).
+CREATE TABLE eventstore.stream_types (
+    stream_type        text PRIMARY KEY CHECK (stream_type <> ''),
+    snapshot_threshold integer CHECK (snapshot_threshold > 0)
+);
+
+-- One row per stream (Sequent's stream_records). version is the last sequence, moved only by the
+-- store as events are appended; the streams trigger enforces that.
+CREATE TABLE eventstore.streams (
+    stream_id          text PRIMARY KEY CHECK (stream_id <> ''),
+    stream_type        text NOT NULL CHECK (stream_type <> ''),
+    version            bigint NOT NULL DEFAULT 0 CHECK (version >= 0),
+    snapshot_threshold integer CHECK (snapshot_threshold > 0),
+    created_at         timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 70); -- room for HOT updates of version on every append
+
+-- One row per command that was executed (Sequent's command_records).
+CREATE TABLE eventstore.commands (
+    command_id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    command_type        text NOT NULL CHECK (command_type <> ''),
+    payload             jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    stream_id           text CHECK (stream_id <> ''),
+    user_id             text,
+    caused_by_stream_id text,
+    caused_by_sequence  bigint,
+    correlation_id      uuid,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT commands_caused_by_complete
+        CHECK ((caused_by_stream_id IS NULL) = (caused_by_sequence IS NULL))
+);
+
+-- One row per event. global_position and horizon_xid are assigned by the store (see the events
+-- trigger); horizon_xid is the next transaction id at the moment the position was taken: once every
+-- transaction below it has ended, no lower position can still appear. The global feed relies on it.
+CREATE TABLE eventstore.events (
+    stream_id       text NOT NULL,
+    sequence        bigint NOT NULL CHECK (sequence > 0),
+    event_id        uuid NOT NULL DEFAULT gen_random_uuid(),
+    stream_type     text NOT NULL,
+    event_type      text NOT NULL CHECK (event_type <> ''),
+    event_version   integer NOT NULL DEFAULT 1 CHECK (event_version > 0),
+    payload         jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    metadata        jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    command_id      uuid REFERENCES eventstore.commands (command_id),
+    global_position bigint NOT NULL,
+    horizon_xid     xid8 NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, sequence),
+    CONSTRAINT events_event_id_key UNIQUE (event_id),
+    CONSTRAINT events_global_position_key UNIQUE (global_position)
+);
+
+CREATE SEQUENCE eventstore.global_position_seq AS bigint NO CYCLE;
+
+ALTER TABLE eventstore.commands
+    ADD CONSTRAINT commands_caused_by_fkey FOREIGN KEY (caused_by_stream_id, caused_by_sequence)
+        REFERENCES eventstore.events (stream_id, sequence);
+
+CREATE TABLE eventstore.snapshots (
+    stream_id        text NOT NULL,
+    sequence         bigint NOT NULL,
+    snapshot_version integer NOT NULL DEFAULT 1 CHECK (snapshot_version > 0),
+    payload          jsonb NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, sequence),
+    -- a snapshot can only fold events that exist: 1 <= sequence <= the stream's version
+    CONSTRAINT snapshots_event_fkey FOREIGN KEY (stream_id, sequence)
+        REFERENCES eventstore.events (stream_id, sequence)
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Triggers: the rules hold for every writer, including plain INSERT/UPDATE/DELETE on the tables.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION eventstore.events_guard() RETURNS trigger
+    LANGUAGE c SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_events_guard';
+CREATE FUNCTION eventstore.streams_guard() RETURNS trigger
+    LANGUAGE c SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_streams_guard';
+CREATE FUNCTION eventstore.commands_guard() RETURNS trigger
+    LANGUAGE c SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_commands_guard';
+CREATE FUNCTION eventstore.append_only() RETURNS trigger
+    LANGUAGE c SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_append_only';
+
+CREATE TRIGGER events_guard BEFORE INSERT ON eventstore.events
+    FOR EACH ROW EXECUTE FUNCTION eventstore.events_guard();
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON eventstore.events
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON eventstore.events
+    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+
+CREATE TRIGGER streams_guard BEFORE INSERT OR UPDATE ON eventstore.streams
+    FOR EACH ROW EXECUTE FUNCTION eventstore.streams_guard();
+CREATE TRIGGER streams_no_delete BEFORE DELETE ON eventstore.streams
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER streams_no_truncate BEFORE TRUNCATE ON eventstore.streams
+    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+
+CREATE TRIGGER commands_guard BEFORE INSERT ON eventstore.commands
+    FOR EACH ROW EXECUTE FUNCTION eventstore.commands_guard();
+CREATE TRIGGER commands_append_only BEFORE UPDATE OR DELETE ON eventstore.commands
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER commands_no_truncate BEFORE TRUNCATE ON eventstore.commands
+    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+
+-- ---------------------------------------------------------------------------------------------
+-- Appending and reading
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION eventstore.append_event(
+    stream_id        text,
+    stream_type      text,
+    event_type       text,
+    payload          jsonb,
+    metadata         jsonb   DEFAULT '{}',
+    expected_version bigint  DEFAULT NULL,
+    event_id         uuid    DEFAULT NULL,
+    command_id       uuid    DEFAULT NULL,
+    event_version    integer DEFAULT 1
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_append_event';
+
+CREATE FUNCTION eventstore.append_events(
+    stream_id        text,
+    stream_type      text,
+    events           jsonb,
+    expected_version bigint DEFAULT NULL,
+    command_id       uuid   DEFAULT NULL
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_append_events';
+
+CREATE FUNCTION eventstore.load_stream(
+    stream_id     text,
+    from_sequence bigint DEFAULT 1,
+    max_count     bigint DEFAULT NULL
+) RETURNS TABLE (
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    global_position bigint,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_load_stream';
+
+CREATE FUNCTION eventstore.stream_version(stream_id text) RETURNS bigint
+    LANGUAGE c STABLE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_stream_version';
+
+-- ---------------------------------------------------------------------------------------------
+-- Snapshots
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION eventstore.take_snapshot(
+    stream_id        text,
+    sequence         bigint,
+    payload          jsonb,
+    snapshot_version integer DEFAULT 1
+) RETURNS void
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_take_snapshot';
+
+CREATE FUNCTION eventstore.load_snapshot(
+    stream_id    text,
+    max_sequence bigint DEFAULT NULL
+) RETURNS TABLE (
+    sequence         bigint,
+    snapshot_version integer,
+    payload          jsonb,
+    created_at       timestamptz
+)
+    LANGUAGE c STABLE ROWS 1 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_load_snapshot';
+
+CREATE FUNCTION eventstore.set_snapshot_threshold(stream_type text, threshold integer)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_set_snapshot_threshold';
+
+CREATE FUNCTION eventstore.streams_needing_snapshot(max_count integer DEFAULT 100)
+    RETURNS TABLE (
+        stream_id             text,
+        stream_type           text,
+        version               bigint,
+        events_since_snapshot bigint
+    )
+    LANGUAGE c STABLE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_streams_needing_snapshot';
+
+-- ---------------------------------------------------------------------------------------------
+-- Commands and causation
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION eventstore.record_command(
+    command_type        text,
+    payload             jsonb,
+    stream_id           text   DEFAULT NULL,
+    user_id             text   DEFAULT NULL,
+    caused_by_stream_id text   DEFAULT NULL,
+    caused_by_sequence  bigint DEFAULT NULL,
+    command_id          uuid   DEFAULT NULL
+) RETURNS uuid
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_record_command';
+
+CREATE FUNCTION eventstore.causation_chain(stream_id text, sequence bigint)
+    RETURNS TABLE (
+        depth      integer,
+        kind       text,
+        command_id uuid,
+        stream_id  text,
+        sequence   bigint,
+        type       text
+    )
+    LANGUAGE c STABLE ROWS 10 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_causation_chain';

@@ -1,0 +1,392 @@
+//! append_event / append_events: optimistic concurrency, idempotent retries, all-or-nothing batches.
+//!
+//! Order of work, chosen so that two sessions on one stream never gap, duplicate or leak a
+//! unique violation: (1) check every argument; (2) with caller-chosen event ids, lock the stream
+//! row and look for the ids, so that a retry of an append that already committed returns its
+//! sequence; (3) bump the stream's version under its row lock (one statement, creating the stream
+//! on its first event) and check expected_version against the version before the bump; (4) insert
+//! the events at the sequences just reserved, with global positions taken after the lock.
+
+use crate::errors::{self, Code};
+use crate::fcall::{return_i64, Args};
+use crate::integrity;
+use crate::jsonb::{self, Value, Walk};
+use crate::spi::{Spi, Stmt};
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::IntoDatum;
+
+/// One event to append; jsonb values stay datums.
+struct NewEvent {
+    event_type: Datum,
+    payload: Datum,
+    metadata: Datum,
+    id: Option<Datum>,
+    version: i32,
+}
+
+struct Target {
+    stream_id: String,
+    stream_id_datum: Datum,
+    stream_type: String,
+    stream_type_datum: Datum,
+    expected_version: Option<i64>,
+    command_id: Option<Datum>,
+}
+
+fn check_expected(v: Option<i64>) -> Option<i64> {
+    if let Some(v) = v {
+        if v < -1 {
+            errors::invalid(format!(
+                "expected_version must be NULL (any), -1 (stream exists), 0 (no events) or a version, not {v}"
+            ));
+        }
+    }
+    v
+}
+
+fn target(args: Args, expected_at: usize, command_at: usize) -> Target {
+    let (stream_id_datum, stream_id) = args.required_text(0, "stream_id");
+    let (stream_type_datum, stream_type) = args.required_text(1, "stream_type");
+    Target {
+        stream_id,
+        stream_id_datum,
+        stream_type,
+        stream_type_datum,
+        expected_version: check_expected(args.opt_i64(expected_at)),
+        command_id: args.opt_datum(command_at),
+    }
+}
+
+sql_function!(es_append_event, pg_finfo_es_append_event, append_event);
+
+fn append_event(args: Args) -> Datum {
+    let t = target(args, 5, 7);
+    let (event_type, _) = args.required_text(2, "event_type");
+    let payload = args.required_object(3, "payload");
+    let metadata = args.required_object(4, "metadata");
+    let version = args.required_i32(8, "event_version");
+    if version < 1 {
+        errors::invalid(format!("event_version must be 1 or more, not {version}"));
+    }
+    let event = NewEvent { event_type, payload, metadata, id: args.opt_datum(6), version };
+    return_i64(append(&t, &[event]))
+}
+
+sql_function!(es_append_events, pg_finfo_es_append_events, append_events);
+
+fn append_events(args: Args) -> Datum {
+    let t = target(args, 3, 4);
+    let batch = args.opt_datum(2).unwrap_or_else(|| errors::null_arg("events"));
+    let events = parse_batch(batch);
+    return_i64(append(&t, &events))
+}
+
+/// Splits a JSON array of `{"type", "payload", "metadata"?, "id"?, "version"?}` into events,
+/// rejecting anything else with 22023 before a single row is written.
+fn parse_batch(batch: Datum) -> Vec<NewEvent> {
+    let (_, root) = jsonb::root(batch);
+    if !jsonb::is_array(root) {
+        errors::invalid(format!("events must be a JSON array, not {}", jsonb::kind_of(root)));
+    }
+    let empty = empty_object();
+    let mut events = Vec::new();
+    let mut ids: Vec<uuid::Uuid> = Vec::new();
+    let mut walk = Walk::new(root);
+    while let Some((_, elem)) = walk.next() {
+        let n = events.len() + 1;
+        let bad = |what: String| -> ! { errors::invalid(format!("events[{n}]: {what}")) };
+        let obj = match elem.container() {
+            Some(c) if jsonb::is_object(c) => c,
+            _ => bad(format!("each event must be a JSON object, not {}", elem.describe())),
+        };
+        let (mut event_type, mut payload, mut metadata, mut id, mut version) = (None, None, None, None, 1);
+        let mut fields = Walk::new(obj);
+        while let Some((_, key)) = fields.next() {
+            let Value::String(key) = key else { bad("malformed object".into()) };
+            let (_, value) = fields.next().unwrap_or_else(|| bad("malformed object".into()));
+            match key.as_str() {
+                "type" => match value {
+                    Value::String(s) if !s.is_empty() => event_type = Some(s),
+                    Value::String(_) => bad("\"type\" must not be empty".into()),
+                    v => bad(format!("\"type\" must be a non-empty string, not {}", v.describe())),
+                },
+                "payload" | "metadata" => {
+                    let is_obj = value.container().is_some_and(|c| jsonb::is_object(c));
+                    if !is_obj {
+                        bad(format!("\"{key}\" must be a JSON object, not {}", value.describe()));
+                    }
+                    let d = value.to_datum();
+                    if key == "payload" { payload = d } else { metadata = d }
+                }
+                "id" => match value {
+                    Value::String(s) => match uuid::Uuid::parse_str(&s) {
+                        Ok(u) => {
+                            if ids.contains(&u) {
+                                errors::raise(
+                                    Code::ERRCODE_UNIQUE_VIOLATION,
+                                    format!("events[{n}]: event id {u} appears twice in the batch"),
+                                );
+                            }
+                            ids.push(u);
+                            id = Some(u);
+                        }
+                        Err(_) => bad(format!("\"id\" must be a UUID, not \"{s}\"")),
+                    },
+                    v => bad(format!("\"id\" must be a UUID string, not {}", v.describe())),
+                },
+                "version" => match value {
+                    Value::Numeric(d) => match numeric_to_i32(d) {
+                        Some(v) if v >= 1 => version = v,
+                        _ => bad("\"version\" must be an integer of 1 or more".into()),
+                    },
+                    v => bad(format!("\"version\" must be an integer, not {}", v.describe())),
+                },
+                other => bad(format!(
+                    "unknown key \"{other}\" (allowed: type, payload, metadata, id, version)"
+                )),
+            }
+        }
+        let event_type = event_type.unwrap_or_else(|| bad("\"type\" is required".into()));
+        events.push(NewEvent {
+            event_type: event_type.as_str().into_datum().unwrap(),
+            payload: payload.unwrap_or_else(|| bad("\"payload\" is required".into())),
+            metadata: metadata.unwrap_or(empty),
+            id: id.map(|u| pgrx::Uuid::from_bytes(*u.as_bytes()).into_datum().unwrap()),
+            version,
+        });
+    }
+    if events.is_empty() {
+        errors::invalid("events must not be empty".into());
+    }
+    events
+}
+
+/// Only an exact integer: 2.5 or 1e10 are rejected rather than rounded.
+fn numeric_to_i32(d: Datum) -> Option<i32> {
+    let text = unsafe {
+        let out = pgrx::direct_function_call_as_datum(pg_sys::numeric_out, &[Some(d)])?;
+        std::ffi::CStr::from_ptr(out.cast_mut_ptr()).to_str().ok()?.to_owned()
+    };
+    text.parse::<i32>().ok()
+}
+
+fn empty_object() -> Datum {
+    pgrx::JsonB(serde_json::json!({})).into_datum().unwrap()
+}
+
+static ENSURE_STREAM: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.streams (stream_id, stream_type) VALUES ($1, $2) ON CONFLICT (stream_id) DO NOTHING",
+    args: &[pg_sys::TEXTOID, pg_sys::TEXTOID],
+};
+
+static LOCK_STREAM: Stmt = Stmt {
+    sql: "SELECT version, stream_type FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
+    args: &[pg_sys::TEXTOID],
+};
+
+static FIND_IDS: Stmt = Stmt {
+    sql: "SELECT e.stream_id, e.sequence, i.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
+          JOIN eventstore.events e ON e.event_id = i.id ORDER BY i.ord",
+    args: &[pg_sys::UUIDARRAYOID],
+};
+
+static BUMP: Stmt = Stmt {
+    sql: "UPDATE eventstore.streams SET version = version + $2 WHERE stream_id = $1 RETURNING version, stream_type",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+static CREATE: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.streams AS s (stream_id, stream_type, version) VALUES ($1, $3, $2) \
+          ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $2 RETURNING version, stream_type",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::TEXTOID],
+};
+
+static INSERT_ONE: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.events (stream_id, sequence, event_id, stream_type, event_type, event_version, \
+          payload, metadata, command_id, global_position, horizon_xid) \
+          VALUES ($1, $2, COALESCE($3, gen_random_uuid()), $4, $5, $6, $7, $8, $9, $10, $11)",
+    args: &[
+        pg_sys::TEXTOID,
+        pg_sys::INT8OID,
+        pg_sys::UUIDOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT4OID,
+        pg_sys::JSONBOID,
+        pg_sys::JSONBOID,
+        pg_sys::UUIDOID,
+        pg_sys::INT8OID,
+        pg_sys::XID8OID,
+    ],
+};
+
+static INSERT_MANY: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.events (stream_id, sequence, event_id, stream_type, event_type, event_version, \
+          payload, metadata, command_id, global_position, horizon_xid) \
+          SELECT $1, $2 + e.ord - 1, COALESCE(e.id, gen_random_uuid()), $3, e.type, e.version, e.payload, \
+                 e.metadata, $4, e.position, $5 \
+          FROM unnest($6::uuid[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[], $11::int8[]) \
+               WITH ORDINALITY AS e(id, type, version, payload, metadata, position, ord)",
+    args: &[
+        pg_sys::TEXTOID,
+        pg_sys::INT8OID,
+        pg_sys::TEXTOID,
+        pg_sys::UUIDOID,
+        pg_sys::XID8OID,
+        pg_sys::UUIDARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::INT4ARRAYOID,
+        pg_sys::JSONBARRAYOID,
+        pg_sys::JSONBARRAYOID,
+        pg_sys::INT8ARRAYOID,
+    ],
+};
+
+/// Appends the events and returns the sequence of the last one.
+fn append(t: &Target, events: &[NewEvent]) -> i64 {
+    let k = events.len() as i64;
+    let spi = Spi::connect();
+    let sid = Some(t.stream_id_datum);
+
+    if events.iter().any(|e| e.id.is_some()) {
+        // An empty stream row first, so that two first appends with the same ids queue on one lock.
+        spi.run(&ENSURE_STREAM, &[sid, Some(t.stream_type_datum)], false);
+        let locked = spi.run(&LOCK_STREAM, &[sid], false);
+        let stream_type = locked.text(0, 2).unwrap_or_default();
+        if stream_type != t.stream_type {
+            integrity::stream_type_mismatch(&t.stream_id, &stream_type, &t.stream_type);
+        }
+        if let Some(seq) = already_appended(&spi, t, events) {
+            spi.finish();
+            return seq;
+        }
+    }
+
+    let bumped = {
+        let _g = integrity::grant(&t.stream_id, 0, -1, k);
+        let rows = spi.run(&BUMP, &[sid, Some(Datum::from(k))], false);
+        if rows.len() == 1 {
+            rows
+        } else {
+            spi.run(&CREATE, &[sid, Some(Datum::from(k)), Some(t.stream_type_datum)], false)
+        }
+    };
+    let version = bumped.i64(0, 1).unwrap();
+    let stream_type = bumped.text(0, 2).unwrap_or_default();
+    if stream_type != t.stream_type {
+        integrity::stream_type_mismatch(&t.stream_id, &stream_type, &t.stream_type);
+    }
+    let before = version - k;
+    match t.expected_version {
+        Some(-1) if before == 0 => errors::version_conflict(&t.stream_id, -1, 0),
+        Some(e) if e >= 0 && e != before => errors::version_conflict(&t.stream_id, e, before),
+        _ => {}
+    }
+
+    let first = before + 1;
+    let _g = integrity::grant(&t.stream_id, first, version, k);
+    if let [e] = events {
+        let (position, horizon) = integrity::take_position();
+        spi.run(
+            &INSERT_ONE,
+            &[
+                sid,
+                Some(Datum::from(first)),
+                e.id,
+                Some(t.stream_type_datum),
+                Some(e.event_type),
+                Some(Datum::from(e.version)),
+                Some(e.payload),
+                Some(e.metadata),
+                t.command_id,
+                Some(Datum::from(position)),
+                Some(Datum::from(horizon)),
+            ],
+            false,
+        );
+    } else {
+        let mut positions = Vec::with_capacity(events.len());
+        let mut horizon = 0;
+        for _ in events {
+            let (p, h) = integrity::take_position();
+            positions.push(Datum::from(p));
+            horizon = h;
+        }
+        let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).collect();
+        spi.run(
+            &INSERT_MANY,
+            &[
+                sid,
+                Some(Datum::from(first)),
+                Some(t.stream_type_datum),
+                t.command_id,
+                Some(Datum::from(horizon)),
+                Some(array(&ids, pg_sys::UUIDOID)),
+                Some(array(&events.iter().map(|e| Some(e.event_type)).collect::<Vec<_>>(), pg_sys::TEXTOID)),
+                Some(array(&events.iter().map(|e| Some(Datum::from(e.version))).collect::<Vec<_>>(), pg_sys::INT4OID)),
+                Some(array(&events.iter().map(|e| Some(e.payload)).collect::<Vec<_>>(), pg_sys::JSONBOID)),
+                Some(array(&events.iter().map(|e| Some(e.metadata)).collect::<Vec<_>>(), pg_sys::JSONBOID)),
+                Some(array(&positions.into_iter().map(Some).collect::<Vec<_>>(), pg_sys::INT8OID)),
+            ],
+            false,
+        );
+    }
+    spi.finish();
+    version
+}
+
+/// With the stream row locked: if the batch's ids are already in this stream (a retried append),
+/// the sequence of its last event; if some are elsewhere or only part of the batch is there, 23505.
+fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
+    let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).filter(|d| d.is_some()).collect();
+    let found = spi.run(&FIND_IDS, &[Some(array(&ids, pg_sys::UUIDOID))], false);
+    if found.len() == 0 {
+        return None;
+    }
+    for r in 0..found.len() {
+        let other = found.text(r, 1).unwrap_or_default();
+        if other != t.stream_id {
+            errors::raise_detail(
+                Code::ERRCODE_UNIQUE_VIOLATION,
+                format!("event id already exists in stream \"{other}\""),
+                format!("Event ids are unique in the store; the append to \"{}\" was rejected.", t.stream_id),
+            );
+        }
+    }
+    if found.len() != events.len() {
+        errors::raise_detail(
+            Code::ERRCODE_UNIQUE_VIOLATION,
+            format!(
+                "{} of the {} events are already in stream \"{}\"",
+                found.len(),
+                events.len(),
+                t.stream_id
+            ),
+            "A batch is idempotent only when retried whole.".into(),
+        );
+    }
+    found.i64(found.len() - 1, 2)
+}
+
+/// A one-dimensional array datum of the given element type.
+fn array(elems: &[Option<Datum>], elem_type: Oid) -> Datum {
+    let values: Vec<Datum> = elems.iter().map(|d| d.unwrap_or(Datum::from(0))).collect();
+    let nulls: Vec<bool> = elems.iter().map(|d| d.is_none()).collect();
+    let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+    let mut dims = [elems.len() as i32];
+    let mut lbs = [1i32];
+    unsafe {
+        pg_sys::get_typlenbyvalalign(elem_type, &mut len, &mut byval, &mut align);
+        Datum::from(pg_sys::construct_md_array(
+            values.as_ptr() as *mut Datum,
+            nulls.as_ptr() as *mut bool,
+            1,
+            dims.as_mut_ptr(),
+            lbs.as_mut_ptr(),
+            elem_type,
+            len as i32,
+            byval,
+            align,
+        ))
+    }
+}

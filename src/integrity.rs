@@ -1,0 +1,379 @@
+//! The triggers that keep the store's rules true for every writer, including clients that write
+//! the tables directly. The store's own functions have already checked and locked everything by
+//! the time they write, so they hand the trigger a one-shot grant for exactly the rows they are
+//! about to write instead of having each row checked (and the stream row locked) a second time.
+
+use crate::errors::{self, Code};
+use crate::spi::{Spi, Stmt};
+use pgrx::pg_sys::{self, Datum};
+use pgrx::{FromDatum, IntoDatum};
+use std::cell::RefCell;
+use std::ffi::CString;
+
+/// Rows the store's own append is about to write: events `first..=last` of one stream, and a
+/// version bump of `delta` on that stream's row.
+struct Grant {
+    stream_id: String,
+    next_sequence: i64,
+    last_sequence: i64,
+    delta: i64,
+}
+
+thread_local! {
+    static GRANT: RefCell<Option<Grant>> = const { RefCell::new(None) };
+}
+
+/// Holds the grant while the store writes; dropping it (also while an ERROR unwinds) revokes it.
+pub struct Granted(());
+
+impl Drop for Granted {
+    fn drop(&mut self) {
+        GRANT.with(|g| g.borrow_mut().take());
+    }
+}
+
+pub fn grant(stream_id: &str, first_sequence: i64, last_sequence: i64, delta: i64) -> Granted {
+    GRANT.with(|g| {
+        *g.borrow_mut() = Some(Grant {
+            stream_id: stream_id.to_string(),
+            next_sequence: first_sequence,
+            last_sequence,
+            delta,
+        })
+    });
+    Granted(())
+}
+
+/// A bump of the stream's version by `delta`, granted to the events trigger's own UPDATE.
+fn stream_bump_granted(stream_id: &str, old_version: i64, new_version: i64) -> bool {
+    GRANT.with(|g| {
+        g.borrow()
+            .as_ref()
+            .is_some_and(|g| g.stream_id == stream_id && new_version - old_version == g.delta)
+    })
+}
+
+/// Consumes one granted event row if (stream_id, sequence) is the next one the grant covers.
+fn event_granted(stream_id: &str, sequence: i64) -> bool {
+    GRANT.with(|g| {
+        let mut g = g.borrow_mut();
+        match g.as_mut() {
+            Some(g) if g.stream_id == stream_id && g.next_sequence == sequence && sequence <= g.last_sequence => {
+                g.next_sequence += 1;
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The row a trigger was fired for, with access to its columns by name.
+struct Row {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl Row {
+    fn col(&self, name: &str) -> i32 {
+        let c = CString::new(name).unwrap();
+        let n = unsafe { pg_sys::SPI_fnumber(self.desc, c.as_ptr()) };
+        if n <= 0 {
+            errors::raise(Code::ERRCODE_UNDEFINED_COLUMN, format!("column \"{name}\" is missing"));
+        }
+        n
+    }
+
+    fn get(&self, name: &str) -> Option<Datum> {
+        let mut isnull = false;
+        let d = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, self.col(name), &mut isnull) };
+        (!isnull).then_some(d)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(|d| unsafe { String::from_datum(d, false) })
+    }
+
+    fn i64(&self, name: &str) -> Option<i64> {
+        self.get(name).map(|d| d.value() as i64)
+    }
+
+    fn same_text(&self, other: &Row, name: &str) -> bool {
+        self.text(name) == other.text(name)
+    }
+
+    /// A copy of the row with some columns replaced.
+    fn with(&self, changes: &[(&str, Option<Datum>)]) -> pg_sys::HeapTuple {
+        let cols: Vec<i32> = changes.iter().map(|(n, _)| self.col(n)).collect();
+        let values: Vec<Datum> = changes.iter().map(|(_, v)| v.unwrap_or(Datum::from(0))).collect();
+        let nulls: Vec<bool> = changes.iter().map(|(_, v)| v.is_none()).collect();
+        unsafe {
+            pg_sys::heap_modify_tuple_by_cols(
+                self.tuple,
+                self.desc,
+                cols.len() as i32,
+                cols.as_ptr() as *mut i32,
+                values.as_ptr() as *mut Datum,
+                nulls.as_ptr() as *mut bool,
+            )
+        }
+    }
+}
+
+struct Fired {
+    op: u32,
+    table: String,
+    old: Option<Row>,
+    new: Option<Row>,
+}
+
+unsafe fn fired(fcinfo: pg_sys::FunctionCallInfo) -> Fired {
+    let ctx = (*fcinfo).context;
+    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_TriggerData {
+        errors::raise(Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED, "not called by a trigger".into());
+    }
+    let td = ctx as *mut pg_sys::TriggerData;
+    let rel = (*td).tg_relation;
+    let desc = (*rel).rd_att;
+    let op = (*td).tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let row = |t: pg_sys::HeapTuple| (!t.is_null()).then_some(Row { tuple: t, desc });
+    let table = pgrx::name_data_to_str(&(*(*rel).rd_rel).relname).to_string();
+    match op {
+        pg_sys::TRIGGER_EVENT_INSERT => Fired { op, table, old: None, new: row((*td).tg_trigtuple) },
+        pg_sys::TRIGGER_EVENT_UPDATE => Fired { op, table, old: row((*td).tg_trigtuple), new: row((*td).tg_newtuple) },
+        _ => Fired { op, table, old: row((*td).tg_trigtuple), new: None },
+    }
+}
+
+fn op_name(op: u32) -> &'static str {
+    match op {
+        pg_sys::TRIGGER_EVENT_INSERT => "INSERT",
+        pg_sys::TRIGGER_EVENT_UPDATE => "UPDATE",
+        pg_sys::TRIGGER_EVENT_DELETE => "DELETE",
+        _ => "TRUNCATE",
+    }
+}
+
+sql_function!(es_append_only, pg_finfo_es_append_only, append_only);
+
+/// Events and commands are a log; streams go away only through a (future) deliberate deletion.
+fn append_only(args: crate::fcall::Args) -> Datum {
+    let f = unsafe { fired(args.0) };
+    let what = if f.table == "streams" {
+        "streams cannot be deleted or truncated (stream deletion is not supported yet)".to_string()
+    } else {
+        format!("eventstore.{} is append-only", f.table)
+    };
+    errors::raise_detail(
+        Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("{what}: {} is not allowed", op_name(f.op)),
+        "Events and commands are immutable once written.".into(),
+    )
+}
+
+static BUMP_STREAM: Stmt = Stmt {
+    sql: "UPDATE eventstore.streams SET version = version + 1 WHERE stream_id = $1 RETURNING version, stream_type",
+    args: &[pg_sys::TEXTOID],
+};
+
+sql_function!(es_events_guard, pg_finfo_es_events_guard, events_guard);
+
+/// BEFORE INSERT on events. A granted row (from append_event/append_events) is already checked;
+/// any other insert is checked here as an append with expected version = sequence - 1.
+fn events_guard(args: crate::fcall::Args) -> Datum {
+    let f = unsafe { fired(args.0) };
+    let new = f.new.expect("INSERT has a new row");
+    let stream_id = new.text("stream_id").unwrap_or_else(|| {
+        errors::raise(Code::ERRCODE_NOT_NULL_VIOLATION, "events.stream_id must not be NULL".into())
+    });
+    let sequence = new.i64("sequence").unwrap_or_else(|| {
+        errors::raise(Code::ERRCODE_NOT_NULL_VIOLATION, "events.sequence must not be NULL".into())
+    });
+    if event_granted(&stream_id, sequence) {
+        return Datum::from(new.tuple);
+    }
+    for derived in ["global_position", "horizon_xid"] {
+        if new.get(derived).is_some() {
+            errors::raise_detail(
+                Code::ERRCODE_GENERATED_ALWAYS,
+                format!("events.{derived} is assigned by the store"),
+                "Leave it out of the INSERT.".into(),
+            );
+        }
+    }
+    let spi = Spi::connect();
+    let row = {
+        let _g = grant(&stream_id, 0, -1, 1);
+        spi.run(&BUMP_STREAM, &[Some(new.get("stream_id").unwrap())], false)
+    };
+    if row.len() == 0 {
+        errors::raise_detail(
+            Code::ERRCODE_FOREIGN_KEY_VIOLATION,
+            format!("stream \"{stream_id}\" does not exist"),
+            "Append through eventstore.append_event, or create the stream first.".into(),
+        );
+    }
+    let version = row.i64(0, 1).unwrap();
+    let stream_type = row.text(0, 2).unwrap();
+    spi.finish();
+    if version != sequence {
+        errors::version_conflict(&stream_id, sequence - 1, version - 1);
+    }
+    match new.text("stream_type") {
+        Some(t) if t != stream_type => stream_type_mismatch(&stream_id, &stream_type, &t),
+        _ => {}
+    }
+    let (position, horizon) = take_position();
+    Datum::from(new.with(&[
+        ("stream_type", stream_type.as_str().into_datum()),
+        ("global_position", Some(Datum::from(position))),
+        ("horizon_xid", Some(Datum::from(horizon))),
+    ]))
+}
+
+pub fn stream_type_mismatch(stream_id: &str, actual: &str, given: &str) -> ! {
+    errors::raise(
+        Code::ERRCODE_CHECK_VIOLATION,
+        format!("stream \"{stream_id}\" has type \"{actual}\", not \"{given}\""),
+    )
+}
+
+/// Takes the next global position. The transaction's id is assigned first and the horizon is read
+/// after: every transaction that could still hold a lower position then has an id below the
+/// horizon, which is what lets the global feed tell a settled position from one still in flight.
+pub fn take_position() -> (i64, u64) {
+    unsafe {
+        pg_sys::GetTopFullTransactionId();
+        let seq = position_sequence();
+        let position = pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[Some(Datum::from(seq))])
+            .expect("nextval returns a value");
+        let horizon = pg_sys::ReadNextFullTransactionId().value;
+        (position, horizon)
+    }
+}
+
+fn position_sequence() -> pg_sys::Oid {
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
+        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
+        if seq == pg_sys::InvalidOid {
+            errors::raise(Code::ERRCODE_UNDEFINED_OBJECT, "eventstore.global_position_seq is missing".into());
+        }
+        seq
+    }
+}
+
+static TYPE_THRESHOLD: Stmt = Stmt {
+    sql: "SELECT snapshot_threshold FROM eventstore.stream_types WHERE stream_type = $1",
+    args: &[pg_sys::TEXTOID],
+};
+
+sql_function!(es_streams_guard, pg_finfo_es_streams_guard, streams_guard);
+
+/// BEFORE INSERT OR UPDATE on streams: a stream starts empty (or as the store's append creates it),
+/// its identity never changes, and its version moves only together with appended events.
+fn streams_guard(args: crate::fcall::Args) -> Datum {
+    let f = unsafe { fired(args.0) };
+    let new = f.new.expect("INSERT/UPDATE has a new row");
+    let stream_id = new.text("stream_id").unwrap_or_default();
+    let version = new.i64("version").unwrap_or(0);
+    match f.old {
+        None => {
+            if version != 0 && !stream_bump_granted(&stream_id, 0, version) {
+                errors::raise_detail(
+                    Code::ERRCODE_CHECK_VIOLATION,
+                    format!("a new stream starts at version 0, not {version}"),
+                    "A stream's version moves only as events are appended.".into(),
+                );
+            }
+            if new.get("snapshot_threshold").is_some() {
+                return Datum::from(new.tuple);
+            }
+            let Some(stream_type) = new.get("stream_type") else {
+                return Datum::from(new.tuple);
+            };
+            let spi = Spi::connect();
+            let rows = spi.run(&TYPE_THRESHOLD, &[Some(stream_type)], false);
+            let threshold = if rows.len() == 1 { rows.datum(0, 1) } else { None };
+            spi.finish();
+            match threshold {
+                Some(t) => Datum::from(new.with(&[("snapshot_threshold", Some(t))])),
+                None => Datum::from(new.tuple),
+            }
+        }
+        Some(old) => {
+            let same_created = old.i64("created_at") == new.i64("created_at");
+            for fixed in ["stream_id", "stream_type", "created_at"] {
+                let same = if fixed == "created_at" { same_created } else { old.same_text(&new, fixed) };
+                if !same {
+                    errors::raise(
+                        Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+                        format!("streams.{fixed} cannot be changed"),
+                    );
+                }
+            }
+            let old_version = old.i64("version").unwrap_or(0);
+            if version != old_version && !stream_bump_granted(&stream_id, old_version, version) {
+                errors::raise_detail(
+                    Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("the version of stream \"{stream_id}\" cannot be set directly"),
+                    "A stream's version moves only as events are appended.".into(),
+                );
+            }
+            Datum::from(new.tuple)
+        }
+    }
+}
+
+static CAUSING_EVENT: Stmt = Stmt {
+    sql: "SELECT c.correlation_id FROM eventstore.events e \
+          LEFT JOIN eventstore.commands c ON c.command_id = e.command_id \
+          WHERE e.stream_id = $1 AND e.sequence = $2",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+sql_function!(es_commands_guard, pg_finfo_es_commands_guard, commands_guard);
+
+/// BEFORE INSERT on commands: the correlation id is the root command's id, derived from the
+/// causing event's command; a caller may not choose it.
+fn commands_guard(args: crate::fcall::Args) -> Datum {
+    let f = unsafe { fired(args.0) };
+    let new = f.new.expect("INSERT has a new row");
+    let command_id = new.get("command_id").unwrap_or_else(|| {
+        errors::raise(Code::ERRCODE_NOT_NULL_VIOLATION, "commands.command_id must not be NULL".into())
+    });
+    let mut correlation = command_id;
+    if let (Some(s), Some(q)) = (new.get("caused_by_stream_id"), new.get("caused_by_sequence")) {
+        let spi = Spi::connect();
+        let rows = spi.run(&CAUSING_EVENT, &[Some(s), Some(q)], false);
+        if rows.len() == 0 {
+            let sid = new.text("caused_by_stream_id").unwrap_or_default();
+            errors::raise(
+                Code::ERRCODE_FOREIGN_KEY_VIOLATION,
+                format!("causing event {sid}#{} does not exist", q.value() as i64),
+            );
+        }
+        if let Some(c) = rows.datum(0, 1) {
+            correlation = copy_uuid(c);
+        }
+        spi.finish();
+    }
+    if let Some(given) = new.get("correlation_id") {
+        if !uuid_eq(given, correlation) {
+            errors::raise_detail(
+                Code::ERRCODE_GENERATED_ALWAYS,
+                "commands.correlation_id is derived by the store".into(),
+                "Leave it out: it is the id of the root command of the causation chain.".into(),
+            );
+        }
+    }
+    Datum::from(new.with(&[("correlation_id", Some(correlation))]))
+}
+
+/// Copies a uuid out of SPI memory into the caller's context.
+fn copy_uuid(d: Datum) -> Datum {
+    unsafe { pg_sys::SPI_datumTransfer(d, false, 16) }
+}
+
+fn uuid_eq(a: Datum, b: Datum) -> bool {
+    unsafe { std::slice::from_raw_parts(a.cast_mut_ptr::<u8>(), 16) == std::slice::from_raw_parts(b.cast_mut_ptr::<u8>(), 16) }
+}

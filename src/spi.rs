@@ -1,0 +1,164 @@
+//! A thin layer over SPI: each statement is prepared once per backend and kept, parameters are
+//! always bound (never spliced into SQL text), and set-returning functions stream the rows of a
+//! prepared statement straight into their result tuplestore.
+
+use crate::errors::{self, Code};
+use pgrx::pg_sys::{self, Datum, Oid};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// A statement of the store: its SQL text and the types of its parameters.
+pub struct Stmt {
+    pub sql: &'static str,
+    pub args: &'static [Oid],
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<usize, pg_sys::SPIPlanPtr>> = RefCell::new(HashMap::new());
+}
+
+fn plan(stmt: &'static Stmt) -> pg_sys::SPIPlanPtr {
+    let key = stmt as *const Stmt as usize;
+    if let Some(p) = PLANS.with(|m| m.borrow().get(&key).copied()) {
+        return p;
+    }
+    let sql = CString::new(stmt.sql).expect("statement text has no NUL");
+    unsafe {
+        let p = pg_sys::SPI_prepare(sql.as_ptr(), stmt.args.len() as i32, stmt.args.as_ptr() as *mut Oid);
+        if p.is_null() {
+            errors::raise(Code::ERRCODE_INTERNAL_ERROR, format!("SPI_prepare failed: {}", std::ptr::addr_of!(pg_sys::SPI_result).read()));
+        }
+        pg_sys::SPI_keepplan(p);
+        PLANS.with(|m| m.borrow_mut().insert(key, p));
+        p
+    }
+}
+
+/// An open SPI connection; `finish` must be called on the success path (on ERROR, Postgres'
+/// transaction abort cleans the SPI stack up).
+pub struct Spi(());
+
+impl Spi {
+    pub fn connect() -> Spi {
+        unsafe { pg_sys::SPI_connect() };
+        Spi(())
+    }
+
+    pub fn finish(self) {
+        unsafe { pg_sys::SPI_finish() };
+    }
+
+    /// Runs a statement with the given parameters (None = NULL) and returns the rows it produced.
+    /// `read_only` statements run in the caller's snapshot (STABLE functions); the others take a
+    /// fresh one, which is what lets a writer see what committed while it waited for a row lock.
+    pub fn run(&self, stmt: &'static Stmt, args: &[Option<Datum>], read_only: bool) -> Rows {
+        self.exec(stmt, args, read_only, std::ptr::null_mut());
+        unsafe { Rows { table: pg_sys::SPI_tuptable, n: pg_sys::SPI_processed as usize } }
+    }
+
+    fn exec(&self, stmt: &'static Stmt, args: &[Option<Datum>], read_only: bool, dest: *mut pg_sys::DestReceiver) {
+        debug_assert_eq!(args.len(), stmt.args.len());
+        unsafe {
+            let params = pg_sys::makeParamList(args.len() as i32);
+            (*params).numParams = args.len() as i32;
+            let slots = (*params).params.as_mut_slice(args.len());
+            for (i, a) in args.iter().enumerate() {
+                slots[i] = pg_sys::ParamExternData {
+                    value: a.unwrap_or(Datum::from(0)),
+                    isnull: a.is_none(),
+                    pflags: pg_sys::PARAM_FLAG_CONST as u16,
+                    ptype: stmt.args[i],
+                };
+            }
+            let opts = pg_sys::SPIExecuteOptions {
+                params,
+                read_only,
+                allow_nonatomic: false,
+                must_return_tuples: false,
+                tcount: 0,
+                dest,
+                owner: std::ptr::null_mut(),
+            };
+            let rc = pg_sys::SPI_execute_plan_extended(plan(stmt), &opts);
+            if rc < 0 {
+                errors::raise(Code::ERRCODE_INTERNAL_ERROR, format!("SPI_execute failed: {rc}"));
+            }
+        }
+    }
+}
+
+/// The rows a statement returned, valid until the connection finishes.
+pub struct Rows {
+    table: *mut pg_sys::SPITupleTable,
+    n: usize,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn datum(&self, row: usize, col: i32) -> Option<Datum> {
+        assert!(row < self.n);
+        unsafe {
+            let mut isnull = false;
+            let tuple = *(*self.table).vals.add(row);
+            let d = pg_sys::SPI_getbinval(tuple, (*self.table).tupdesc, col, &mut isnull);
+            (!isnull).then_some(d)
+        }
+    }
+
+    pub fn i64(&self, row: usize, col: i32) -> Option<i64> {
+        self.datum(row, col).map(|d| d.value() as i64)
+    }
+
+    pub fn bool(&self, row: usize, col: i32) -> Option<bool> {
+        self.datum(row, col).map(|d| d.value() != 0)
+    }
+
+    pub fn text(&self, row: usize, col: i32) -> Option<String> {
+        self.datum(row, col).and_then(|d| unsafe { <String as pgrx::FromDatum>::from_datum(d, false) })
+    }
+}
+
+#[repr(C)]
+struct StoreDest {
+    base: pg_sys::DestReceiver,
+    store: *mut pg_sys::Tuplestorestate,
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn store_receive(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
+    pg_sys::tuplestore_puttupleslot((*(dest as *mut StoreDest)).store, slot);
+    true
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn store_startup(_dest: *mut pg_sys::DestReceiver, _op: i32, _desc: pg_sys::TupleDesc) {}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn store_noop(_dest: *mut pg_sys::DestReceiver) {}
+
+/// Body of a set-returning function: runs one prepared statement whose columns are exactly the
+/// function's declared result columns and hands its rows to the caller in materialize mode.
+pub fn return_rows(fcinfo: pg_sys::FunctionCallInfo, stmt: &'static Stmt, args: &[Option<Datum>]) -> Datum {
+    unsafe {
+        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        let mut dest = StoreDest {
+            base: pg_sys::DestReceiver {
+                receiveSlot: Some(store_receive),
+                rStartup: Some(store_startup),
+                rShutdown: Some(store_noop),
+                rDestroy: Some(store_noop),
+                mydest: pg_sys::CommandDest::DestTuplestore,
+            },
+            store: (*rsinfo).setResult,
+        };
+        let spi = Spi::connect();
+        spi.exec(stmt, args, true, &mut dest.base);
+        spi.finish();
+        Datum::from(0)
+    }
+}
