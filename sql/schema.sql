@@ -59,6 +59,9 @@ CREATE TABLE eventstore.events (
 
 CREATE SEQUENCE eventstore.global_position_seq AS bigint NO CYCLE;
 
+-- everything one causation chain did, e.g. for an audit trail
+CREATE INDEX commands_correlation_id_idx ON eventstore.commands (correlation_id);
+
 ALTER TABLE eventstore.commands
     ADD CONSTRAINT commands_caused_by_fkey FOREIGN KEY (caused_by_stream_id, caused_by_sequence)
         REFERENCES eventstore.events (stream_id, sequence);
@@ -67,7 +70,7 @@ CREATE TABLE eventstore.snapshots (
     stream_id        text NOT NULL,
     sequence         bigint NOT NULL,
     snapshot_version integer NOT NULL DEFAULT 1 CHECK (snapshot_version > 0),
-    payload          jsonb NOT NULL,
+    payload          jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
     created_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream_id, sequence),
     -- a snapshot can only fold events that exist: 1 <= sequence <= the stream's version
