@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Client-level tests: installs the extension into the machine's Postgres 15 cluster, creates a fresh
+# database with it, and runs tests/client (a Rust crate using the `postgres` client) against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. pgrx-config/env.sh
+. tests/cluster.sh
+
+cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+db=pg_eventstore_client_tests
+psql -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -q -d "$db" -c "CREATE EXTENSION pg_eventstore"
+export PG_EVENTSTORE_TEST_URL="host=/var/run/postgresql dbname=$db"
+cargo test --manifest-path tests/client/Cargo.toml "$@"
