@@ -54,7 +54,7 @@ fn stream_bump_granted(stream_id: &str, old_version: i64, new_version: i64) -> b
 }
 
 /// Consumes one granted event row if (stream_id, sequence) is the next one the grant covers.
-fn event_granted(stream_id: &str, sequence: i64) -> bool {
+pub(crate) fn event_granted(stream_id: &str, sequence: i64) -> bool {
     GRANT.with(|g| {
         let mut g = g.borrow_mut();
         match g.as_mut() {

@@ -1,1 +1,119 @@
-//! #[pg_test]s
+//! `#[pg_test]`s: the Rust side of the store, run inside a Postgres backend by `cargo pgrx test`.
+
+#[pgrx::pg_schema]
+mod tests {
+    use crate::{integrity, jsonb};
+    use pgrx::prelude::*;
+    use pgrx::{IntoDatum, JsonB};
+    use serde_json::json;
+
+    fn one_i64(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    #[pg_test]
+    fn append_returns_the_new_version() {
+        assert_eq!(one_i64("SELECT eventstore.append_event('t-1', 'T', 'A', '{}')"), 1);
+        assert_eq!(one_i64("SELECT eventstore.append_event('t-1', 'T', 'B', '{\"x\": 1}', expected_version => 1)"), 2);
+        assert_eq!(
+            one_i64("SELECT eventstore.append_events('t-1', 'T', '[{\"type\": \"C\", \"payload\": {}}, {\"type\": \"D\", \"payload\": {}}]', 2)"),
+            4
+        );
+        assert_eq!(one_i64("SELECT eventstore.stream_version('t-1')"), 4);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.load_stream('t-1', 2, 2)"), 2);
+    }
+
+    #[pg_test]
+    fn payloads_pass_through_unchanged() {
+        Spi::run("SELECT eventstore.append_event('t-2', 'T', 'A', '{\"a\": [1, 2.50, null, \"é\"], \"b\": {\"c\": true}}')").unwrap();
+        let p = Spi::get_one::<JsonB>("SELECT payload FROM eventstore.load_stream('t-2')").unwrap().unwrap();
+        assert_eq!(p.0, json!({"a": [1, 2.50, null, "é"], "b": {"c": true}}));
+    }
+
+    #[pg_test(error = "concurrency conflict on stream \"t-3\": expected version 5, actual version 1")]
+    fn stale_expected_version_is_a_conflict() {
+        Spi::run("SELECT eventstore.append_event('t-3', 'T', 'A', '{}')").unwrap();
+        Spi::run("SELECT eventstore.append_event('t-3', 'T', 'A', '{}', expected_version => 5)").unwrap();
+    }
+
+    #[pg_test(error = "events[2]: \"payload\" is required")]
+    fn batch_elements_are_checked_before_writing() {
+        Spi::run("SELECT eventstore.append_events('t-4', 'T', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\"}]')").unwrap();
+    }
+
+    #[pg_test(error = "eventstore.events is append-only: DELETE is not allowed")]
+    fn events_cannot_be_deleted() {
+        Spi::run("SELECT eventstore.append_event('t-5', 'T', 'A', '{}')").unwrap();
+        Spi::run("DELETE FROM eventstore.events").unwrap();
+    }
+
+    #[pg_test]
+    fn jsonb_kinds_are_read_from_the_binary_header() {
+        for (value, kind) in [(json!({"a": 1}), "an object"), (json!([1]), "an array"), (json!(3), "a scalar")] {
+            let d = JsonB(value).into_datum().unwrap();
+            let (_, root) = jsonb::root(d);
+            assert_eq!(jsonb::kind_of(root), kind);
+            assert_eq!(jsonb::is_object(root), kind == "an object");
+            assert_eq!(jsonb::is_array(root), kind == "an array");
+        }
+    }
+
+    #[pg_test]
+    fn walk_yields_keys_and_nested_values() {
+        let d = JsonB(json!({"type": "A", "payload": {"x": 1}, "version": 2})).into_datum().unwrap();
+        let (_, root) = jsonb::root(d);
+        let mut walk = jsonb::Walk::new(root);
+        let mut keys = Vec::new();
+        while let Some((_, key)) = walk.next() {
+            let jsonb::Value::String(k) = key else { panic!("key expected") };
+            let (_, value) = walk.next().unwrap();
+            if k == "payload" {
+                let nested = value.to_datum().unwrap();
+                let back = unsafe { JsonB::from_datum(nested, false) }.unwrap();
+                assert_eq!(back.0, json!({"x": 1}));
+            }
+            keys.push(k);
+        }
+        keys.sort();
+        assert_eq!(keys, vec!["payload", "type", "version"]);
+    }
+
+    #[pg_test]
+    fn positions_increase_and_horizon_covers_own_transaction() {
+        let own = Spi::get_one::<i64>("SELECT pg_current_xact_id()::text::bigint").unwrap().unwrap();
+        let (p1, h1) = integrity::take_position();
+        let (p2, h2) = integrity::take_position();
+        assert!(p2 > p1);
+        assert!(h1 as i64 > own && h2 >= h1, "horizon {h1} is above this transaction's id {own}");
+    }
+
+    #[pg_test]
+    fn a_grant_covers_exactly_its_rows() {
+        let g = integrity::grant("s", 3, 4, 2);
+        assert!(integrity::event_granted("s", 3));
+        assert!(!integrity::event_granted("s", 3), "each row is granted once");
+        assert!(!integrity::event_granted("other", 4));
+        assert!(integrity::event_granted("s", 4));
+        assert!(!integrity::event_granted("s", 5), "nothing past the last sequence");
+        drop(g);
+        assert!(!integrity::event_granted("s", 5));
+    }
+
+    #[pg_test]
+    fn correlation_follows_the_causing_event() {
+        let root = Spi::get_one::<pgrx::Uuid>("SELECT eventstore.record_command('Open', '{}', 't-6')").unwrap().unwrap();
+        Spi::run(&format!("SELECT eventstore.append_event('t-6', 'T', 'Opened', '{{}}', command_id => '{root}')")).unwrap();
+        let child = Spi::get_one::<pgrx::Uuid>(
+            "SELECT eventstore.record_command('Next', '{}', caused_by_stream_id => 't-6', caused_by_sequence => 1)",
+        )
+        .unwrap()
+        .unwrap();
+        let corr = Spi::get_one::<pgrx::Uuid>(&format!(
+            "SELECT correlation_id FROM eventstore.commands WHERE command_id = '{child}'"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(corr, root);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.causation_chain('t-6', 1)"), 2);
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite (what `make test` and CI run): set-up, then the three levels of tests —
+# #[pg_test]s inside Postgres, pg_regress cases, and client tests over real connections —
+# and a closing line that counts every test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash pgrx-config/setup.sh || exit 1
+
+log=$(mktemp -d)
+status=0
+run() {
+    local name=$1; shift
+    echo "=== $name"
+    "$@" 2>&1 | tee "$log/$name.out"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || { echo "=== $name FAILED (exit $rc)"; status=1; }
+}
+run pg_test bash tests/pgtest.sh
+run regress bash tests/regress.sh
+run client bash tests/client.sh
+
+strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
+passed=0; failed=0
+for f in "$log"/pg_test.out "$log"/client.out; do
+    while read -r p q; do passed=$((passed + p)); failed=$((failed + q)); done < <(
+        strip "$f" | sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p')
+done
+read -r p q < <(strip "$log/regress.out" | sed -n 's/^passed=\([0-9]*\) failed=\([0-9]*\).*/\1 \2/p' | tail -1)
+passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
+rm -rf "$log"
+
+echo
+echo "pg_eventstore tests: pg_test + pg_regress + client"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed"
+exit $status
