@@ -233,3 +233,164 @@ CREATE FUNCTION eventstore.causation_chain(stream_id text, sequence bigint)
     )
     LANGUAGE c STABLE ROWS 10 SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'es_causation_chain';
+
+-- ---------------------------------------------------------------------------------------------
+-- The global feed: gap-safe reads in global_position order, categories, consumer groups
+-- ---------------------------------------------------------------------------------------------
+
+-- category reads (read_all with stream_types, read_category_backward) walk this index in order
+CREATE INDEX events_category_idx ON eventstore.events (stream_type, global_position);
+
+CREATE FUNCTION eventstore.read_all(
+    after_position        bigint  DEFAULT 0,
+    max_count             integer DEFAULT 1000,
+    stream_types          text[]  DEFAULT NULL,
+    event_types           text[]  DEFAULT NULL,
+    consumer_group_member integer DEFAULT NULL,
+    consumer_group_size   integer DEFAULT NULL
+) RETURNS TABLE (
+    global_position bigint,
+    stream_id       text,
+    stream_type     text,
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 1000 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_read_all';
+
+-- How far the feed's safe horizon trails the newest event, and which transaction holds it back.
+CREATE FUNCTION eventstore.feed_status() RETURNS TABLE (
+    head_position    bigint,
+    safe_position    bigint,
+    lagging_events   bigint,
+    oldest_xid       xid8,
+    blocking_pid     integer,
+    blocking_since   timestamptz,
+    blocking_query   text
+)
+    LANGUAGE c STABLE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_feed_status';
+
+CREATE FUNCTION eventstore.read_stream_backward(
+    stream_id     text,
+    from_sequence bigint DEFAULT NULL,
+    max_count     bigint DEFAULT 100
+) RETURNS TABLE (
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    global_position bigint,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_read_stream_backward';
+
+CREATE FUNCTION eventstore.last_event(stream_id text) RETURNS TABLE (
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    global_position bigint,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 1 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_last_event';
+
+CREATE FUNCTION eventstore.read_category_backward(
+    stream_type     text,
+    max_count       integer DEFAULT 100,
+    before_position bigint  DEFAULT NULL
+) RETURNS TABLE (
+    global_position bigint,
+    stream_id       text,
+    stream_type     text,
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_read_category_backward';
+
+-- ---------------------------------------------------------------------------------------------
+-- Durable named subscriptions: a checkpoint per subscription and a lease so that one worker at a
+-- time receives its events.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE eventstore.subscription_state (
+    name                text PRIMARY KEY CHECK (name <> ''),
+    stream_types        text[],
+    event_types         text[],
+    checkpoint          bigint NOT NULL DEFAULT 0 CHECK (checkpoint >= 0),
+    delivered_up_to     bigint NOT NULL DEFAULT 0,
+    lease_pid           integer,
+    lease_backend_start timestamptz,
+    lease_expires_at    timestamptz,
+    lease_seconds       integer NOT NULL DEFAULT 30 CHECK (lease_seconds > 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT subscription_delivered_after_checkpoint CHECK (delivered_up_to >= checkpoint)
+);
+
+CREATE VIEW eventstore.subscriptions AS
+SELECT s.name, s.stream_types, s.event_types, s.checkpoint, s.delivered_up_to,
+       CASE WHEN s.lease_expires_at > now() THEN s.lease_pid END AS lease_pid,
+       CASE WHEN s.lease_expires_at > now() THEN s.lease_expires_at END AS lease_expires_at,
+       h.head - s.checkpoint AS lag_positions,
+       (SELECT count(*) FROM eventstore.events e
+         WHERE e.global_position > s.checkpoint
+           AND (s.stream_types IS NULL OR e.stream_type = ANY (s.stream_types))
+           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))) AS lag_events,
+       s.created_at, s.updated_at
+FROM eventstore.subscription_state s
+CROSS JOIN (SELECT COALESCE(max(global_position), 0) AS head FROM eventstore.events) h;
+
+CREATE FUNCTION eventstore.create_subscription(
+    name         text,
+    stream_types text[] DEFAULT NULL,
+    event_types  text[] DEFAULT NULL,
+    start_from   bigint DEFAULT 0
+) RETURNS void
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_create_subscription';
+
+CREATE FUNCTION eventstore.delete_subscription(name text) RETURNS void
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_delete_subscription';
+
+CREATE FUNCTION eventstore.poll(name text, max_count integer DEFAULT 100) RETURNS TABLE (
+    global_position bigint,
+    stream_id       text,
+    stream_type     text,
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    created_at      timestamptz
+)
+    LANGUAGE c VOLATILE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_poll';
+
+CREATE FUNCTION eventstore.ack(name text, "position" bigint) RETURNS void
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_ack';

@@ -287,6 +287,7 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
     let _g = integrity::grant(&t.stream_id, first, version, k);
     if let [e] = events {
         let (position, horizon) = integrity::take_position();
+        crate::feed::note_append(&t.stream_type, position);
         spi.run(
             &INSERT_ONE,
             &[
@@ -306,12 +307,13 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
         );
     } else {
         let mut positions = Vec::with_capacity(events.len());
-        let mut horizon = 0;
+        let (mut horizon, mut last) = (0, 0);
         for _ in events {
             let (p, h) = integrity::take_position();
             positions.push(Datum::from(p));
-            horizon = h;
+            (last, horizon) = (p, h);
         }
+        crate::feed::note_append(&t.stream_type, last);
         let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).collect();
         spi.run(
             &INSERT_MANY,

@@ -223,6 +223,7 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
         _ => {}
     }
     let (position, horizon) = take_position();
+    crate::feed::note_append(&stream_type, position);
     Datum::from(new.with(&[
         ("stream_type", stream_type.as_str().into_datum()),
         ("global_position", Some(Datum::from(position))),

@@ -13,11 +13,18 @@ mod fcall;
 mod append;
 mod commands;
 mod errors;
+mod feed;
 mod integrity;
 mod jsonb;
 mod read;
 mod snapshots;
 mod spi;
+mod subscriptions;
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    feed::init();
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

@@ -126,11 +126,18 @@ impl Rows {
 struct StoreDest {
     base: pg_sys::DestReceiver,
     store: *mut pg_sys::Tuplestorestate,
+    /// The first column (an int8) of the last row received, for callers that track a position.
+    last_first: Option<i64>,
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn store_receive(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
-    pg_sys::tuplestore_puttupleslot((*(dest as *mut StoreDest)).store, slot);
+    let d = dest as *mut StoreDest;
+    pg_sys::tuplestore_puttupleslot((*d).store, slot);
+    pg_sys::slot_getsomeattrs(slot, 1);
+    if !*(*slot).tts_isnull {
+        (*d).last_first = Some((*(*slot).tts_values).value() as i64);
+    }
     true
 }
 
@@ -143,22 +150,56 @@ unsafe extern "C-unwind" fn store_noop(_dest: *mut pg_sys::DestReceiver) {}
 /// Body of a set-returning function: runs one prepared statement whose columns are exactly the
 /// function's declared result columns and hands its rows to the caller in materialize mode.
 pub fn return_rows(fcinfo: pg_sys::FunctionCallInfo, stmt: &'static Stmt, args: &[Option<Datum>]) -> Datum {
+    let spi = Spi::connect();
+    spi.return_rows(fcinfo, stmt, args, true);
+    spi.finish();
+    Datum::from(0)
+}
+
+/// A set-returning function's empty result.
+pub fn return_nothing(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    unsafe { pg_sys::InitMaterializedSRF(fcinfo, 0) };
+    Datum::from(0)
+}
+
+/// A set-returning function's single row, from values in its declared column order.
+pub fn return_row(fcinfo: pg_sys::FunctionCallInfo, values: &[Option<Datum>]) -> Datum {
+    let mut datums: Vec<Datum> = values.iter().map(|v| v.unwrap_or(Datum::from(0))).collect();
+    let mut nulls: Vec<bool> = values.iter().map(|v| v.is_none()).collect();
     unsafe {
         pg_sys::InitMaterializedSRF(fcinfo, 0);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
-        let mut dest = StoreDest {
-            base: pg_sys::DestReceiver {
-                receiveSlot: Some(store_receive),
-                rStartup: Some(store_startup),
-                rShutdown: Some(store_noop),
-                rDestroy: Some(store_noop),
-                mydest: pg_sys::CommandDest::DestTuplestore,
-            },
-            store: (*rsinfo).setResult,
-        };
-        let spi = Spi::connect();
-        spi.exec(stmt, args, true, &mut dest.base);
-        spi.finish();
-        Datum::from(0)
+        pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+    }
+    Datum::from(0)
+}
+
+impl Spi {
+    /// Streams a statement's rows into the calling set-returning function's result; returns the
+    /// first column of the last row (the position a feed read reached).
+    pub fn return_rows(
+        &self,
+        fcinfo: pg_sys::FunctionCallInfo,
+        stmt: &'static Stmt,
+        args: &[Option<Datum>],
+        read_only: bool,
+    ) -> Option<i64> {
+        unsafe {
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            let mut dest = StoreDest {
+                base: pg_sys::DestReceiver {
+                    receiveSlot: Some(store_receive),
+                    rStartup: Some(store_startup),
+                    rShutdown: Some(store_noop),
+                    rDestroy: Some(store_noop),
+                    mydest: pg_sys::CommandDest::DestTuplestore,
+                },
+                store: (*rsinfo).setResult,
+                last_first: None,
+            };
+            self.exec(stmt, args, read_only, &mut dest.base);
+            dest.last_first
+        }
     }
 }

@@ -1,0 +1,180 @@
+//! Durable named subscriptions: a checkpoint per subscription, moved by ack, and a lease so that
+//! one worker at a time receives a subscription's events. A second worker polling the same
+//! subscription gets nothing while the holder's session is alive and its lease (renewed by every
+//! poll and ack) has not run out; when the holder's session ends or its lease expires, the next
+//! poller takes over from the checkpoint, so unacknowledged events are delivered again
+//! (at-least-once, without duplicates in the normal case).
+
+use crate::errors::{self, Code};
+use crate::fcall::{return_void, Args};
+use crate::feed::{check_max_count, check_types, FeedRead};
+use crate::spi::{Spi, Stmt};
+use pgrx::pg_sys::{self, Datum};
+
+static CREATE: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.subscription_state (name, stream_types, event_types, checkpoint, delivered_up_to) \
+          VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO NOTHING",
+    args: &[pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TEXTARRAYOID, pg_sys::INT8OID],
+};
+
+sql_function!(es_create_subscription, pg_finfo_es_create_subscription, create_subscription);
+
+fn create_subscription(args: Args) -> Datum {
+    let (name, name_s) = args.required_text(0, "name");
+    let stream_types = check_types(args.opt_datum(1), "stream_types");
+    let event_types = check_types(args.opt_datum(2), "event_types");
+    let start = args.required_i64(3, "start_from");
+    if start < 0 {
+        errors::invalid(format!("start_from must be 0 or more, not {start}"));
+    }
+    let spi = Spi::connect();
+    spi.run(&CREATE, &[Some(name), stream_types, event_types, Some(Datum::from(start))], false);
+    if unsafe { pg_sys::SPI_processed } == 0 {
+        errors::raise(Code::ERRCODE_DUPLICATE_OBJECT, format!("subscription \"{name_s}\" already exists"));
+    }
+    spi.finish();
+    return_void()
+}
+
+static DELETE: Stmt = Stmt {
+    sql: "DELETE FROM eventstore.subscription_state WHERE name = $1",
+    args: &[pg_sys::TEXTOID],
+};
+
+sql_function!(es_delete_subscription, pg_finfo_es_delete_subscription, delete_subscription);
+
+fn delete_subscription(args: Args) -> Datum {
+    let (name, name_s) = args.required_text(0, "name");
+    let spi = Spi::connect();
+    spi.run(&DELETE, &[Some(name)], false);
+    if unsafe { pg_sys::SPI_processed } == 0 {
+        unknown(&name_s);
+    }
+    spi.finish();
+    return_void()
+}
+
+fn unknown(name: &str) -> ! {
+    errors::raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("subscription \"{name}\" does not exist"))
+}
+
+static LOCK: Stmt = Stmt {
+    sql: "SELECT s.stream_types, s.event_types, s.checkpoint, s.delivered_up_to, \
+                 (s.lease_pid = $2 AND s.lease_backend_start = $3) AS mine, \
+                 (s.lease_pid IS NOT NULL AND s.lease_expires_at > now() AND EXISTS ( \
+                     SELECT 1 FROM pg_stat_activity a \
+                     WHERE a.pid = s.lease_pid AND a.backend_start = s.lease_backend_start)) AS leased, \
+                 s.lease_pid \
+          FROM eventstore.subscription_state s WHERE s.name = $1 FOR UPDATE",
+    args: &[pg_sys::TEXTOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],
+};
+
+struct State {
+    stream_types: Option<Datum>,
+    event_types: Option<Datum>,
+    checkpoint: i64,
+    delivered_up_to: i64,
+    mine: bool,
+    /// Another live session holds an unexpired lease.
+    held_by: Option<i32>,
+}
+
+fn me() -> (Datum, Datum) {
+    unsafe { (Datum::from(pg_sys::MyProcPid), Datum::from(pg_sys::MyStartTimestamp)) }
+}
+
+fn lock(spi: &Spi, name: Datum, name_s: &str) -> State {
+    let (pid, start) = me();
+    let r = spi.run(&LOCK, &[Some(name), Some(pid), Some(start)], false);
+    if r.len() == 0 {
+        unknown(name_s);
+    }
+    let mine = r.bool(0, 5) == Some(true);
+    let leased = r.bool(0, 6) == Some(true);
+    State {
+        stream_types: r.datum(0, 1),
+        event_types: r.datum(0, 2),
+        checkpoint: r.i64(0, 3).unwrap(),
+        delivered_up_to: r.i64(0, 4).unwrap(),
+        mine,
+        held_by: (leased && !mine).then(|| r.i64(0, 7).unwrap_or(0) as i32),
+    }
+}
+
+static TAKE_LEASE: Stmt = Stmt {
+    sql: "UPDATE eventstore.subscription_state \
+          SET lease_pid = $2, lease_backend_start = $3, lease_expires_at = now() + lease_seconds * interval '1 second', \
+              delivered_up_to = $4, updated_at = now() \
+          WHERE name = $1",
+    args: &[pg_sys::TEXTOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID, pg_sys::INT8OID],
+};
+
+sql_function!(es_poll, pg_finfo_es_poll, poll);
+
+/// The next events after the checkpoint, for the session holding (or now taking) the lease.
+fn poll(args: Args) -> Datum {
+    let (name, name_s) = args.required_text(0, "name");
+    let max_count = check_max_count(args.required_i32(1, "max_count"));
+    let spi = Spi::connect();
+    let s = lock(&spi, name, &name_s);
+    if s.held_by.is_some() {
+        // Another worker is on it: this one gets nothing until that lease ends.
+        spi.finish();
+        return crate::spi::return_nothing(args.0);
+    }
+    let read = FeedRead {
+        after: s.checkpoint,
+        max_count,
+        stream_types: s.stream_types,
+        event_types: s.event_types,
+        group: None,
+    };
+    let reached = spi.return_rows(args.0, read.stmt(), &read.params(), false);
+    // A new holder starts over from the checkpoint; the same holder may poll again before acking.
+    let before = if s.mine { s.delivered_up_to } else { s.checkpoint };
+    let delivered = reached.unwrap_or(s.checkpoint).max(before);
+    let (pid, start) = me();
+    spi.run(&TAKE_LEASE, &[Some(name), Some(pid), Some(start), Some(Datum::from(delivered))], false);
+    spi.finish();
+    Datum::from(0)
+}
+
+static ACK: Stmt = Stmt {
+    sql: "UPDATE eventstore.subscription_state \
+          SET checkpoint = $2, updated_at = now(), \
+              lease_expires_at = CASE WHEN $3 THEN now() + lease_seconds * interval '1 second' ELSE lease_expires_at END \
+          WHERE name = $1",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::BOOLOID],
+};
+
+sql_function!(es_ack, pg_finfo_es_ack, ack);
+
+/// Moves the checkpoint to `position`: never backwards, never past what poll delivered.
+fn ack(args: Args) -> Datum {
+    let (name, name_s) = args.required_text(0, "name");
+    let position = args.required_i64(1, "position");
+    let spi = Spi::connect();
+    let s = lock(&spi, name, &name_s);
+    if let Some(pid) = s.held_by {
+        errors::raise_detail(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("subscription \"{name_s}\" is leased by another session (pid {pid})"),
+            "Only the session that polled the events may acknowledge them while its lease lasts.".into(),
+        );
+    }
+    if position < s.checkpoint {
+        errors::invalid(format!(
+            "ack would move subscription \"{name_s}\" backwards: checkpoint is {}, not {position}",
+            s.checkpoint
+        ));
+    }
+    if position > s.delivered_up_to {
+        errors::invalid(format!(
+            "position {position} was not delivered by subscription \"{name_s}\" (delivered up to {})",
+            s.delivered_up_to
+        ));
+    }
+    spi.run(&ACK, &[Some(name), Some(Datum::from(position)), Some(Datum::from(s.mine))], false);
+    spi.finish();
+    return_void()
+}
