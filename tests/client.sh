@@ -11,4 +11,6 @@ db=pg_eventstore_client_tests
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 psql -q -d "$db" -c "CREATE EXTENSION pg_eventstore"
 export PG_EVENTSTORE_TEST_URL="host=/var/run/postgresql dbname=$db"
-cargo test --manifest-path tests/client/Cargo.toml "$@"
+# One test at a time: the tests make their own concurrency, and the feed tests watch the whole
+# store's horizon and notifications, which other tests' open transactions would disturb.
+cargo test --manifest-path tests/client/Cargo.toml "$@" -- --test-threads=1
