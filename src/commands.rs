@@ -6,19 +6,22 @@ use crate::spi::{return_rows, Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::IntoDatum;
 
+/// command_id, command_type, payload, stream_id, user_id, caused_by_stream_id, caused_by_sequence
+const COMMAND_ARGS: &[pg_sys::Oid] = &[
+    pg_sys::UUIDOID,
+    pg_sys::TEXTOID,
+    pg_sys::JSONBOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+];
+
 static INSERT_COMMAND: Stmt = Stmt {
     sql: "INSERT INTO eventstore.commands (command_id, command_type, payload, stream_id, user_id, \
                                           caused_by_stream_id, caused_by_sequence) \
           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (command_id) DO NOTHING",
-    args: &[
-        pg_sys::UUIDOID,
-        pg_sys::TEXTOID,
-        pg_sys::JSONBOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::INT8OID,
-    ],
+    args: COMMAND_ARGS,
 };
 
 static SAME_COMMAND: Stmt = Stmt {
@@ -26,15 +29,7 @@ static SAME_COMMAND: Stmt = Stmt {
                  AND user_id IS NOT DISTINCT FROM $5 AND caused_by_stream_id IS NOT DISTINCT FROM $6 \
                  AND caused_by_sequence IS NOT DISTINCT FROM $7 \
           FROM eventstore.commands WHERE command_id = $1",
-    args: &[
-        pg_sys::UUIDOID,
-        pg_sys::TEXTOID,
-        pg_sys::JSONBOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
-        pg_sys::INT8OID,
-    ],
+    args: COMMAND_ARGS,
 };
 
 sql_function!(es_record_command, pg_finfo_es_record_command, record_command);

@@ -8,7 +8,7 @@
 //! the first one whose horizon is not yet below the oldest running transaction id of its snapshot
 //! (`pg_snapshot_xmin`). A transaction held open delays the feed; it can never make it skip.
 //! A horizon above this cluster's next transaction id cannot have been made here: such events come
-//! from a dump of an older cluster and are settled (see README, "Dump and restore").
+//! from a dump of an older cluster and are settled.
 
 use crate::errors;
 use crate::fcall::Args;
@@ -68,10 +68,15 @@ pub static READ_ALL: Stmt = Stmt {
 pub static READ_CATEGORIES: Stmt = Stmt {
     sql: settled_select!(concat!(
         "SELECT c.* FROM (SELECT DISTINCT unnest($3::text[]) AS stream_type) k ",
+        // The range is written on the whole (stream_type, global_position) key, not as
+        // stream_type = k AND global_position > $1: with the equality the planner can serve the
+        // order from the global_position index plus a filter, which it prefers because that index
+        // follows the heap, and which reads every event of every type up to the batch (25 ms
+        // instead of 4 ms for a 1% category at 1M events, see bench/results/feed_scale.md).
         "CROSS JOIN LATERAL (SELECT * FROM eventstore.events e ",
-        "WHERE e.stream_type = k.stream_type AND e.global_position > $1",
+        "WHERE (e.stream_type, e.global_position) > (k.stream_type, $1) AND e.stream_type <= k.stream_type",
         feed_filters!(),
-        " ORDER BY e.global_position LIMIT $2) c ORDER BY c.global_position LIMIT $2"
+        " ORDER BY e.stream_type, e.global_position LIMIT $2) c ORDER BY c.global_position LIMIT $2"
     )),
     args: FEED_ARGS,
 };
@@ -90,10 +95,9 @@ impl FeedRead {
         if self.stream_types.is_some() { &READ_CATEGORIES } else { &READ_ALL }
     }
 
-    /// The statement's parameters; the next transaction id is read now, after the snapshot the
-    /// statement will use was taken, so every horizon made in this cluster is at most that.
+    /// The statement's parameters.
     pub fn params(&self) -> Vec<Option<Datum>> {
-        let next = unsafe { pg_sys::ReadNextFullTransactionId().value };
+        let next = cluster_next_xid();
         vec![
             Some(Datum::from(self.after)),
             Some(Datum::from(self.max_count)),
@@ -154,6 +158,20 @@ fn read_all(args: Args) -> Datum {
     return_rows(args.0, read.stmt(), &read.params())
 }
 
+/// The bound above which a horizon cannot have been made by this cluster. Read after the snapshot
+/// the feed statement uses was taken, so every horizon visible in it that this cluster made is at
+/// most this. On a hot standby the replayed next id can trail the primary's, so there the bound is
+/// disabled and only the xmin rule applies (which a standby's snapshot keeps safe).
+pub fn cluster_next_xid() -> u64 {
+    unsafe {
+        if pg_sys::RecoveryInProgress() {
+            u64::MAX
+        } else {
+            pg_sys::ReadNextFullTransactionId().value
+        }
+    }
+}
+
 static TAIL: Stmt = Stmt {
     sql: "SELECT global_position, (horizon_xid <= pg_snapshot_xmin(pg_current_snapshot()) OR horizon_xid > $2) \
           FROM eventstore.events WHERE global_position < $1 ORDER BY global_position DESC LIMIT 1000",
@@ -175,7 +193,7 @@ sql_function!(es_feed_status, pg_finfo_es_feed_status, feed_status);
 /// One row: the newest position, the position a reader at the head reaches now, how many events
 /// sit between them, and the transaction that holds the horizon back (if any).
 fn feed_status(args: Args) -> Datum {
-    let next = unsafe { pg_sys::ReadNextFullTransactionId().value };
+    let next = cluster_next_xid();
     let spi = Spi::connect();
     // Unsettled events are the newest ones (positions are taken in time order); walk back from the
     // head until a whole page is settled, which also catches a writer that read its horizon late.

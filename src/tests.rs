@@ -116,4 +116,35 @@ mod tests {
         assert_eq!(corr, root);
         assert_eq!(one_i64("SELECT count(*) FROM eventstore.causation_chain('t-6', 1)"), 2);
     }
+
+    #[pg_test]
+    fn the_feed_holds_back_events_of_a_running_transaction() {
+        // The test runs inside one transaction, which is still running when it reads: its own
+        // events are not settled yet, so a reader must not get past them.
+        Spi::run("SELECT eventstore.append_event('t-7', 'T', 'A', '{}')").unwrap();
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.events WHERE stream_id = 't-7'"), 1);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.read_all()"), 0);
+        assert_eq!(one_i64("SELECT lagging_events FROM eventstore.feed_status()"), 1);
+    }
+
+    #[pg_test]
+    fn consumer_group_arguments_are_checked() {
+        use crate::feed::check_group;
+        assert_eq!(check_group(None, None), None);
+        assert_eq!(check_group(Some(2), Some(3)), Some((2, 3)));
+    }
+
+    #[pg_test(error = "consumer_group_member must be between 0 and consumer_group_size - 1 (size 3 must be 1 or more), not 3")]
+    fn consumer_group_member_must_be_below_size() {
+        crate::feed::check_group(Some(3), Some(3));
+    }
+
+    #[pg_test]
+    fn the_cluster_bound_is_above_every_horizon_made_here() {
+        Spi::run("SELECT eventstore.append_event('t-8', 'T', 'A', '{}')").unwrap();
+        let horizon = Spi::get_one::<i64>("SELECT horizon_xid::text::bigint FROM eventstore.events WHERE stream_id = 't-8'")
+            .unwrap()
+            .unwrap();
+        assert!(crate::feed::cluster_next_xid() >= horizon as u64);
+    }
 }
