@@ -222,6 +222,7 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
         Some(t) if t != stream_type => stream_type_mismatch(&stream_id, &stream_type, &t),
         _ => {}
     }
+    check_event_row(&new);
     let (position, horizon) = take_position();
     crate::feed::note_append(&stream_type, position);
     Datum::from(new.with(&[
@@ -231,6 +232,28 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
     ]))
 }
 
+/// The row rules of an event written directly (the store's functions check their arguments first).
+fn check_event_row(new: &Row) {
+    if new.text("event_type").is_some_and(|t| t.is_empty()) {
+        violation("events.event_type must not be empty");
+    }
+    if new.get("event_version").is_some_and(|v| (v.value() as i32) < 1) {
+        violation("events.event_version must be 1 or more");
+    }
+    for col in ["payload", "metadata"] {
+        if let Some(d) = new.get(col) {
+            let (_, root) = crate::jsonb::root(d);
+            if !crate::jsonb::is_object(root) {
+                violation(&format!("events.{col} must be a JSON object, not {}", crate::jsonb::kind_of(root)));
+            }
+        }
+    }
+}
+
+fn violation(message: &str) -> ! {
+    errors::raise(Code::ERRCODE_CHECK_VIOLATION, message.to_string())
+}
+
 pub fn stream_type_mismatch(stream_id: &str, actual: &str, given: &str) -> ! {
     errors::raise(
         Code::ERRCODE_CHECK_VIOLATION,
@@ -238,18 +261,26 @@ pub fn stream_type_mismatch(stream_id: &str, actual: &str, given: &str) -> ! {
     )
 }
 
-/// Takes the next global position. The transaction's id is assigned first and the horizon is read
-/// after: every transaction that could still hold a lower position then has an id below the
-/// horizon, which is what lets the global feed tell a settled position from one still in flight.
-pub fn take_position() -> (i64, u64) {
+/// Takes the next `count` global positions. The transaction's id is assigned first and the horizon
+/// is read after the last position: every transaction that could still hold a lower position then
+/// has an id below the horizon, which is what lets the global feed tell a settled position from one
+/// still in flight (one horizon serves the whole batch; a later reading is only more cautious).
+pub fn take_positions(count: usize) -> (Vec<i64>, u64) {
     unsafe {
         pg_sys::GetTopFullTransactionId();
-        let seq = position_sequence();
-        let position = pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[Some(Datum::from(seq))])
-            .expect("nextval returns a value");
-        let horizon = pg_sys::ReadNextFullTransactionId().value;
-        (position, horizon)
+        let seq = Some(Datum::from(position_sequence()));
+        let positions = (0..count)
+            .map(|_| {
+                pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[seq]).expect("nextval returns a value")
+            })
+            .collect();
+        (positions, pg_sys::ReadNextFullTransactionId().value)
     }
+}
+
+pub fn take_position() -> (i64, u64) {
+    let (p, h) = take_positions(1);
+    (p[0], h)
 }
 
 fn position_sequence() -> pg_sys::Oid {
@@ -277,8 +308,14 @@ fn streams_guard(args: crate::fcall::Args) -> Datum {
     let new = f.new.expect("INSERT/UPDATE has a new row");
     let stream_id = new.text("stream_id").unwrap_or_default();
     let version = new.i64("version").unwrap_or(0);
+    if new.get("snapshot_threshold").is_some_and(|t| (t.value() as i32) < 1) {
+        violation("streams.snapshot_threshold must be NULL or 1 or more");
+    }
     match f.old {
         None => {
+            if stream_id.is_empty() || new.text("stream_type").is_none_or(|t| t.is_empty()) {
+                violation("streams.stream_id and streams.stream_type must not be empty");
+            }
             if version != 0 && !stream_bump_granted(&stream_id, 0, version) {
                 errors::raise_detail(
                     Code::ERRCODE_CHECK_VIOLATION,

@@ -36,17 +36,31 @@ fn plan(stmt: &'static Stmt) -> pg_sys::SPIPlanPtr {
 }
 
 /// An open SPI connection; `finish` must be called on the success path (on ERROR, Postgres'
-/// transaction abort cleans the SPI stack up).
+/// transaction abort cleans the SPI stack and the search path override up).
+///
+/// While it is open, names resolve in pg_catalog only, whatever search_path the caller has: every
+/// statement of the store names its own tables with their schema, and no operator or function can
+/// be hijacked by look-alikes earlier on the path. The trigger functions rely on this instead of a
+/// `SET search_path` clause, which would save and restore every setting once per row.
 pub struct Spi(());
 
 impl Spi {
     pub fn connect() -> Spi {
-        unsafe { pg_sys::SPI_connect() };
+        unsafe {
+            pg_sys::SPI_connect();
+            let path = pg_sys::palloc0(std::mem::size_of::<pg_sys::OverrideSearchPath>()) as *mut pg_sys::OverrideSearchPath;
+            (*path).addCatalog = true;
+            (*path).addTemp = false;
+            pg_sys::PushOverrideSearchPath(path);
+        }
         Spi(())
     }
 
     pub fn finish(self) {
-        unsafe { pg_sys::SPI_finish() };
+        unsafe {
+            pg_sys::PopOverrideSearchPath();
+            pg_sys::SPI_finish();
+        }
     }
 
     /// Runs a statement with the given parameters (None = NULL) and returns the rows it produced.

@@ -18,6 +18,8 @@ run() {
 run pg_test bash tests/pgtest.sh
 run regress bash tests/regress.sh
 run client bash tests/client.sh
+# The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
+run bench_smoke bash bench/run.sh --smoke
 
 strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
 passed=0; failed=0
@@ -30,7 +32,7 @@ passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
 rm -rf "$log"
 
 echo
-echo "pg_eventstore tests: pg_test + pg_regress + client"
+echo "pg_eventstore tests: pg_test + pg_regress + client (benchmark smoke run: $( [ -f bench/results/smoke.md ] && echo ok || echo missing))"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status

@@ -20,6 +20,12 @@ INSERT INTO eventstore.events (stream_id, sequence, event_type, payload, global_
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO eventstore.events (stream_id, sequence, event_type, payload) VALUES ('direct-1', 3, 'Changed', '[]');
 \echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.events (stream_id, sequence, event_type, payload, metadata) VALUES ('direct-1', 3, 'Changed', '{}', '"x"');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.events (stream_id, sequence, event_type, payload) VALUES ('direct-1', 3, '', '{}');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.events (stream_id, sequence, event_type, payload, event_version) VALUES ('direct-1', 3, 'Changed', '{}', 0);
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO eventstore.events (stream_id, sequence, event_type, payload, command_id) VALUES ('direct-1', 3, 'Changed', '{}', gen_random_uuid());
 \echo :LAST_ERROR_SQLSTATE
 SELECT version FROM eventstore.streams WHERE stream_id = 'direct-1';
@@ -40,6 +46,10 @@ UPDATE eventstore.streams SET stream_type = 'Other' WHERE stream_id = 'direct-1'
 DELETE FROM eventstore.streams WHERE stream_id = 'direct-1';
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO eventstore.streams (stream_id, stream_type, version) VALUES ('direct-2', 'Thing', 4);
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.streams (stream_id, stream_type) VALUES ('', 'Thing');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.streams (stream_id, stream_type, snapshot_threshold) VALUES ('direct-3', 'Thing', 0);
 \echo :LAST_ERROR_SQLSTATE
 -- A stream may be created empty and then appended to; its snapshot threshold may be set.
 INSERT INTO eventstore.streams (stream_id, stream_type) VALUES ('direct-2', 'Thing');

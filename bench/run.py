@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""The pg_eventstore benchmark suite: every workload side by side with its baselines, in one run,
+on one Postgres. Run through bench/run.sh, which builds and installs the extension first.
+
+    bench/run.sh            full run (30 s per variant; scale at 1M and 10M events)
+    bench/run.sh --smoke    a few seconds per variant, small scale: checks that everything runs
+
+Writes bench/results/<UTC date>.md (full) or bench/results/smoke.md. Numbers are pgbench's:
+transactions/s, events/s, and latency p50/p99 from its per-transaction log. The suite measures;
+it asserts nothing about speed.
+"""
+
+import argparse
+import datetime
+import glob
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+DB = "pg_eventstore_bench"
+HERE = os.path.dirname(os.path.abspath(__file__))
+PAYLOAD = '{"amount": 125, "currency": "EUR", "account": "DE89370400440532013000", "note": "monthly transfer"}'
+META = '{"correlation": "c0ffee", "user": "u-17"}'
+
+
+def psql(sql, db=DB):
+    args = ["psql", "-v", "ON_ERROR_STOP=1", "-qAtX", "-d", db]
+    return subprocess.run(args, input=sql, check=True, capture_output=True, text=True).stdout
+
+
+def psql_file(path, db=DB):
+    subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-qX", "-d", db, "-f", path], check=True,
+                   capture_output=True, text=True)
+
+
+class Variant:
+    """One pgbench script run: `script` is the pgbench script text, `events` how many events one
+    transaction appends or reads."""
+
+    def __init__(self, name, script, events=1, clients=8, options=(), env=None):
+        self.name, self.script, self.events, self.clients, self.options = name, script, events, clients, list(options)
+        self.env = env or {}
+        self.tps = self.p50 = self.p99 = None
+        self.retried = 0
+        self.failed = 0
+
+
+def run_variant(v, seconds, workdir):
+    path = os.path.join(workdir, re.sub(r"\W+", "_", v.name) + ".sql")
+    with open(path, "w") as f:
+        f.write(v.script)
+    prefix = os.path.join(workdir, "log_" + re.sub(r"\W+", "_", v.name))
+    for old in glob.glob(prefix + "*"):
+        os.remove(old)
+    cmd = [os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", str(v.clients), "-j", "2",
+           "-T", str(seconds), "-D", "n=0", "-D", f"run={os.getpid()}", "-f", path,
+           "-l", f"--log-prefix={prefix}"] + v.options + [DB]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **v.env})
+    if out.returncode != 0:
+        sys.exit(f"pgbench failed for {v.name}:\n{out.stdout}\n{out.stderr}")
+    m = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out.stdout, re.M)
+    v.tps = float(m.group(1))
+    m = re.search(r"number of transactions retried: (\d+)", out.stdout)
+    v.retried = int(m.group(1)) if m else 0
+    m = re.search(r"number of failed transactions: (\d+)", out.stdout)
+    v.failed = int(m.group(1)) if m else 0
+    lat = []
+    for log in glob.glob(prefix + "*"):
+        with open(log) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    lat.append(int(parts[2]))
+    lat.sort()
+    if lat:
+        v.p50 = lat[len(lat) // 2] / 1000.0
+        v.p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000.0
+    print(f"  {v.name}: {v.tps:.0f} tps, {v.tps * v.events:.0f} events/s, p50 {v.p50} ms, p99 {v.p99} ms"
+          + (f", {v.retried} retried" if v.retried else ""), flush=True)
+
+
+def table(variants, baselines):
+    head = "| variant | clients | tx/s | events/s | p50 ms | p99 ms | " + " | ".join(
+        f"× {b.name}" for b in baselines) + " |"
+    rows = [head, "|" + "---|" * (6 + len(baselines))]
+    for v in variants:
+        ratios = " | ".join(f"{v.tps * v.events / (b.tps * b.events):.2f}" if b is not v else "1.00"
+                            for b in baselines)
+        extra = f" ({v.retried} retried)" if v.retried else ""
+        rows.append(f"| {v.name}{extra} | {v.clients} | {v.tps:.0f} | {v.tps * v.events:.0f} | "
+                    f"{v.p50:.3f} | {v.p99:.3f} | {ratios} |")
+    return "\n".join(rows)
+
+
+def load_table(variants, baseline):
+    """Reads: ratios are of time per call (lower is better), against the plain SELECT."""
+    rows = ["| variant | clients | calls/s | events/s | p50 ms | p99 ms | time × " + baseline.name + " |",
+            "|---|---|---|---|---|---|---|"]
+    for v in variants:
+        rows.append(f"| {v.name} | {v.clients} | {v.tps:.0f} | {v.tps * v.events:.0f} | {v.p50:.3f} | "
+                    f"{v.p99:.3f} | {baseline.tps / v.tps:.2f} |")
+    return "\n".join(rows)
+
+
+def batch_json(n):
+    return "[" + ", ".join(f'{{"type": "Tick", "payload": {PAYLOAD}, "metadata": {META}}}' for _ in range(n)) + "]"
+
+
+def fill(total, prefix="fill"):
+    """Grows the store to `total` events: streams of 100 events, 10 stream types, batches of 100."""
+    have = int(psql("SELECT count(*) FROM eventstore.events"))
+    first = have // 100 + 1
+    last = total // 100
+    step = 2000  # streams per statement: one transaction each, so progress is committed as it goes
+    for start in range(first, last + 1, step):
+        end = min(last, start + step - 1)
+        psql(f"""SELECT count(eventstore.append_events('{prefix}-' || i, 'Fill' || (i % 10),
+                   (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'payload', jsonb_build_object('i', i, 'k', k)))
+                    FROM generate_series(1, 100) AS k)))
+                 FROM generate_series({start}, {end}) AS i""")
+    psql("VACUUM ANALYZE eventstore.events")
+
+
+def settings():
+    names = ["server_version", "shared_buffers", "synchronous_commit", "fsync", "wal_level", "max_wal_size",
+             "checkpoint_timeout", "work_mem", "jit"]
+    vals = psql("SELECT string_agg(name || ' = ' || setting || COALESCE(unit, ''), ', ' ORDER BY name) "
+                f"FROM pg_settings WHERE name IN ({', '.join(repr(n) for n in names)})")
+    return vals.strip()
+
+
+def machine():
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = f"{kb / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem}, {platform.platform()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="seconds, not minutes: check that it all runs")
+    ap.add_argument("--seconds", type=int, help="per variant")
+    ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
+    ap.add_argument("--only", default="single,contended,batch,load,scale", help="comma-separated workloads")
+    args = ap.parse_args()
+    seconds = args.seconds or (2 if args.smoke else 30)
+    scale = [int(s) for s in (args.scale or ("10000,20000" if args.smoke else "1000000,10000000")).split(",")]
+
+    psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
+    psql(f"CREATE DATABASE {DB}", db="postgres")
+    psql_file(os.path.join(HERE, "setup.sql"))
+    work = tempfile.mkdtemp(prefix="pg_eventstore_bench_")
+    out = [f"# pg_eventstore benchmarks{' (smoke run: too short to mean anything)' if args.smoke else ''}", "",
+           f"Run `{' '.join(['bench/run.sh'] + sys.argv[1:])}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC.",
+           f"Machine: {machine()}.", f"Postgres: {settings()}.",
+           f"pgbench, `-M prepared`, {seconds} s per variant, `-j 2`; the variants of a workload run one after"
+           f" another in the same database. The extension is a {'debug' if args.smoke else 'release'} build."
+           " Payload of each event: "
+           f"`{PAYLOAD}`, metadata `{META}`.", ""]
+
+    def section(title, text):
+        out.extend([f"## {title}", "", text, ""])
+
+    only = set(args.only.split(","))
+    stream = "'{p}-' || :client_id || '-' || :run"
+
+    # 1. Single-event append, one event per transaction, 8 clients on distinct streams.
+    if "single" in only:
+        print("single-event append", flush=True)
+        single = [
+            Variant("plain INSERT (postgres-es table)",
+                    "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'ins-' || :client_id || '-' || :run, :n, "
+                    f"'Tick', '1', '{PAYLOAD}', '{META}');\n"),
+            Variant("PL/pgSQL append", f"SELECT baseline.append_event({stream.format(p='plp')}, 'Bench', 'Tick', "
+                                       f"'{PAYLOAD}', '{META}');\n"),
+            Variant("append_event", f"SELECT eventstore.append_event({stream.format(p='es')}, 'Bench', 'Tick', "
+                                    f"'{PAYLOAD}', '{META}');\n"),
+            Variant("append_event, notify off", f"SELECT eventstore.append_event({stream.format(p='esq')}, 'Bench', "
+                                                f"'Tick', '{PAYLOAD}', '{META}');\n",
+                    env={"PGOPTIONS": "-c pg_eventstore.notify=off"}),
+        ]
+        for v in single:
+            run_variant(v, seconds, work)
+        section("1. Single-event append (8 clients, each on its own stream)",
+                table(single, single[:2]) + "\n\nTargets: append_event ≥ 0.80 × plain INSERT and ≥ 1.15 × PL/pgSQL.")
+
+    # 2. Contended append: 8 clients on 8 hot streams with expected_version, retried on conflict.
+    if "contended" in only:
+        print("contended append", flush=True)
+        hot = "'hot-{p}-' || :s || '-' || :run"
+        contended = [
+            Variant("PL/pgSQL append, expected_version",
+                    "\\set s random(1, 8)\nBEGIN;\nSELECT COALESCE((SELECT version FROM baseline.streams WHERE stream_id = "
+                    f"{hot.format(p='plp')}), 0) AS v \\gset\nSELECT baseline.append_event({hot.format(p='plp')}, 'Bench', "
+                    f"'Tick', '{PAYLOAD}', '{META}', :v);\nEND;\n", options=["--max-tries=1000"]),
+            Variant("append_event, expected_version",
+                    f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p='es')}) AS v \\gset\n"
+                    f"SELECT eventstore.append_event({hot.format(p='es')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
+                    "END;\n", options=["--max-tries=1000"]),
+        ]
+        for v in contended:
+            run_variant(v, seconds, work)
+        section("2. Contended append (8 clients on 8 hot streams, expected_version, retried on 40001)",
+                table(contended, contended[:1]))
+
+    # 3. Batch append: 100 events per transaction.
+    if "batch" in only:
+        print("batch append", flush=True)
+        batch = [
+            Variant("multi-row INSERT of 100 (postgres-es table)",
+                    "\\set n :n + 1\nINSERT INTO baseline.events SELECT 'Bench', 'bins-' || :client_id || '-' || :run, "
+                    f":n * 100 + k, 'Tick', '1', '{PAYLOAD}', '{META}' FROM generate_series(1, 100) AS k;\n", events=100),
+            Variant("append_events of 100",
+                    f"SELECT eventstore.append_events({stream.format(p='bes')}, 'Bench', '{batch_json(100)}');\n",
+                    events=100),
+        ]
+        for v in batch:
+            run_variant(v, seconds, work)
+        section("3. Batch append (100 events per transaction, 8 clients)",
+                table(batch, batch[:1]) + "\n\nTarget: append_events ≥ 0.70 × the multi-row INSERT in events/s.")
+
+    # 4. Load: a 1,000-event stream, and a snapshot plus a tail of 20.
+    if "load" in only:
+        print("load", flush=True)
+        psql(f"SELECT eventstore.append_events('load-1000', 'Load', '{batch_json(1000)}')")
+        psql("SELECT eventstore.take_snapshot('load-1000', 980, '{\"balance\": 42}')")
+        cols = "sequence, event_type, event_version, payload, metadata, event_id, command_id, global_position, created_at"
+        load = [
+            Variant("plain SELECT … ORDER BY sequence",
+                    f"SELECT {cols} FROM eventstore.events WHERE stream_id = 'load-1000' ORDER BY sequence;\n",
+                    events=1000, clients=2),
+            Variant("load_stream", "SELECT * FROM eventstore.load_stream('load-1000');\n", events=1000, clients=2),
+        ]
+        snap = [
+            Variant("plain SELECTs: snapshot + 20",
+                    "SELECT sequence, snapshot_version, payload, created_at FROM eventstore.snapshots WHERE stream_id = "
+                    "'load-1000' ORDER BY sequence DESC LIMIT 1;\n"
+                    f"SELECT {cols} FROM eventstore.events WHERE stream_id = 'load-1000' AND sequence > 980 ORDER BY sequence;\n",
+                    events=21, clients=2),
+            Variant("load_snapshot + load_stream tail",
+                    "SELECT * FROM eventstore.load_snapshot('load-1000');\n"
+                    "SELECT * FROM eventstore.load_stream('load-1000', 981);\n", events=21, clients=2),
+        ]
+        for v in load + snap:
+            run_variant(v, seconds, work)
+        section("4. Load (2 clients)", load_table(load, load[0]) + "\n\n" + load_table(snap, snap[0]) +
+                "\n\nTarget: load_stream of 1,000 events ≤ 1.3 × the plain SELECT's time.")
+
+    # 5. Scale: append and load cost as the store grows.
+    if "scale" in only:
+        print("scale", flush=True)
+        rows = ["| events in store | append_event tx/s | p50 ms | p99 ms | load_stream (1,000) calls/s | p50 ms | p99 ms |",
+                "|---|---|---|---|---|---|---|"]
+        first = None
+        for size in scale:
+            fill(size)
+            a = Variant("append", f"SELECT eventstore.append_event({stream.format(p=f'scale{size}')}, 'Bench', 'Tick', "
+                                  f"'{PAYLOAD}', '{META}');\n")
+            ld = Variant("load", "SELECT * FROM eventstore.load_stream('load-1000');\n", events=1000, clients=2)
+            print(f" at {size} events", flush=True)
+            run_variant(a, seconds, work)
+            run_variant(ld, seconds, work)
+            rows.append(f"| {size:,} | {a.tps:.0f} | {a.p50:.3f} | {a.p99:.3f} | {ld.tps:.0f} | {ld.p50:.3f} | {ld.p99:.3f} |")
+            if first is None:
+                first = (a, ld)
+            last = (a, ld)
+        drift = (f"\n\nDrift from {scale[0]:,} to {scale[-1]:,} events: append tx/s × {last[0].tps / first[0].tps:.2f}, "
+                 f"load calls/s × {last[1].tps / first[1].tps:.2f} (target: within 1.2× either way).")
+        section("5. Scale (append: 8 clients on their own streams; load: 2 clients, the same 1,000-event stream)",
+                "\n".join(rows) + drift)
+
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    name = "smoke.md" if args.smoke else f"{datetime.datetime.utcnow():%Y-%m-%d}.md"
+    path = os.path.join(HERE, "results", name)
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

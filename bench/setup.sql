@@ -1,0 +1,60 @@
+-- The benchmark database: the extension, and the baselines it is measured against.
+CREATE EXTENSION pg_eventstore;
+
+CREATE SCHEMA baseline;
+
+-- The floor: postgres-es's events table (cqrs-es), as its documentation creates it. No function, no
+-- checks beyond its primary key.
+CREATE TABLE baseline.events (
+    aggregate_type text                         NOT NULL,
+    aggregate_id   text                         NOT NULL,
+    sequence       bigint CHECK (sequence >= 0) NOT NULL,
+    event_type     text                         NOT NULL,
+    event_version  text                         NOT NULL,
+    payload        json                         NOT NULL,
+    metadata       json                         NOT NULL,
+    PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+);
+
+-- What a user would write instead of the extension: the same append semantics in PL/pgSQL
+-- (stream row lock, version check, insert, version bump), with an event id and a global position.
+CREATE TABLE baseline.streams (
+    stream_id   text PRIMARY KEY,
+    stream_type text NOT NULL,
+    version     bigint NOT NULL
+);
+
+CREATE TABLE baseline.store_events (
+    stream_id       text NOT NULL,
+    sequence        bigint NOT NULL,
+    event_id        uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    event_type      text NOT NULL,
+    payload         jsonb NOT NULL,
+    metadata        jsonb NOT NULL,
+    global_position bigserial UNIQUE,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, sequence)
+);
+
+CREATE FUNCTION baseline.append_event(p_stream_id text, p_stream_type text, p_event_type text,
+                                      p_payload jsonb, p_metadata jsonb DEFAULT '{}',
+                                      p_expected_version bigint DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    SELECT version INTO v FROM baseline.streams WHERE stream_id = p_stream_id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO baseline.streams VALUES (p_stream_id, p_stream_type, 0) ON CONFLICT DO NOTHING;
+        SELECT version INTO v FROM baseline.streams WHERE stream_id = p_stream_id FOR UPDATE;
+    END IF;
+    IF p_expected_version IS NOT NULL AND p_expected_version <> v THEN
+        RAISE EXCEPTION 'stream %: expected version %, actual %', p_stream_id, p_expected_version, v
+            USING ERRCODE = '40001';
+    END IF;
+    INSERT INTO baseline.store_events (stream_id, sequence, event_type, payload, metadata)
+    VALUES (p_stream_id, v + 1, p_event_type, p_payload, p_metadata);
+    UPDATE baseline.streams SET version = v + 1 WHERE stream_id = p_stream_id;
+    RETURN v + 1;
+END
+$$;
