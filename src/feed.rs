@@ -179,7 +179,9 @@ static TAIL: Stmt = Stmt {
 };
 
 static BLOCKER: Stmt = Stmt {
-    sql: "SELECT x.xmin, a.pid, a.xact_start, a.query \
+    sql: "SELECT x.xmin, a.pid, a.xact_start, \
+                 CASE WHEN a.pid IS NULL THEN NULL WHEN a.usename = session_user OR pg_has_role(session_user, 'pg_read_all_stats', 'USAGE') \
+                      THEN a.query ELSE '<insufficient privilege>' END \
           FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) x \
           LEFT JOIN pg_stat_activity a \
             ON a.backend_xid::text = (x.xmin::text::numeric % 4294967296)::text \

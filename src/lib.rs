@@ -20,6 +20,7 @@ mod read;
 mod snapshots;
 mod spi;
 mod subscriptions;
+mod verify;
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {

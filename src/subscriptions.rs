@@ -63,7 +63,8 @@ static LOCK: Stmt = Stmt {
                  (s.lease_pid = $2 AND s.lease_backend_start = $3) AS mine, \
                  (s.lease_pid IS NOT NULL AND s.lease_expires_at > now() AND EXISTS ( \
                      SELECT 1 FROM pg_stat_activity a \
-                     WHERE a.pid = s.lease_pid AND a.backend_start = s.lease_backend_start)) AS leased, \
+                     WHERE a.pid = s.lease_pid AND a.backend_start = s.lease_backend_start \
+                       AND a.datname = current_database())) AS leased, \
                  s.lease_pid \
           FROM eventstore.subscription_state s WHERE s.name = $1 FOR UPDATE",
     args: &[pg_sys::TEXTOID, pg_sys::INT4OID, pg_sys::TIMESTAMPTZOID],

@@ -41,3 +41,206 @@ pub fn sequences(c: &mut Client, stream_id: &str) -> Vec<i64> {
         .map(|r| r.get(0))
         .collect()
 }
+
+/// Connection string for another database of the same cluster.
+pub fn url_for(db: &str) -> String {
+    let base = url();
+    let rest: Vec<&str> = base.split_whitespace().filter(|p| !p.starts_with("dbname=")).collect();
+    format!("{} dbname={db}", rest.join(" "))
+}
+
+/// A new, empty database with the extension at `version` (None = the default, newest one).
+pub fn fresh_db(url: &str, db: &str, version: Option<&str>) -> Client {
+    let admin_url = url.replace(&format!("dbname={db}"), "dbname=postgres");
+    let mut admin = Client::connect(&admin_url, NoTls).unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let mut c = Client::connect(url, NoTls).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    match version {
+        Some(v) => c.batch_execute(&format!("CREATE EXTENSION pg_eventstore VERSION '{v}'")).unwrap(),
+        None => c.batch_execute("CREATE EXTENSION pg_eventstore").unwrap(),
+    }
+    c
+}
+
+pub fn drop_db(url: &str, db: &str) {
+    let admin_url = url.replace(&format!("dbname={db}"), "dbname=postgres");
+    if let Ok(mut admin) = Client::connect(&admin_url, NoTls) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    }
+}
+
+/// A store with something of everything: streams of two types, a causation chain, snapshots, a
+/// snapshot threshold, and a subscription part-way through the feed.
+pub fn populate(c: &mut Client) {
+    // one transaction per statement, as an application would: the feed shows only committed events
+    let script = 
+        "SELECT eventstore.set_snapshot_threshold('Account', 3);
+         SELECT eventstore.record_command('Open', '{\"n\": 1}', 'acct-1', 'user-1', command_id => 'a0000000-0000-0000-0000-000000000001');
+         SELECT eventstore.append_events('acct-' || i, 'Account',
+                    jsonb_build_array(jsonb_build_object('type', 'Opened', 'payload', jsonb_build_object('n', i)),
+                                      jsonb_build_object('type', 'Deposited', 'payload', jsonb_build_object('amount', i * 10),
+                                                         'metadata', jsonb_build_object('trace', 'Zoë ✓'))),
+                    command_id => CASE WHEN i = 1 THEN 'a0000000-0000-0000-0000-000000000001'::uuid END)
+         FROM generate_series(1, 20) i;
+         SELECT eventstore.record_command('Notify', '{}', 'mail-1', NULL, 'acct-1', 2, 'a0000000-0000-0000-0000-000000000002');
+         SELECT eventstore.append_event('mail-1', 'Mail', 'Sent', '{\"to\": \"x\"}', command_id => 'a0000000-0000-0000-0000-000000000002');
+         SELECT eventstore.append_event('acct-' || i, 'Account', 'Withdrawn', jsonb_build_object('amount', i)) FROM generate_series(1, 5) i;
+         SELECT eventstore.take_snapshot('acct-' || i, 2, jsonb_build_object('balance', i * 10)) FROM generate_series(1, 10) i;
+         SELECT eventstore.create_subscription('projection', ARRAY['Account']);
+         SELECT count(*) FROM eventstore.poll('projection', 10);
+         SELECT eventstore.ack('projection', (SELECT max(global_position) FROM eventstore.read_all(0, 10, ARRAY['Account'])));";
+    for statement in script.split(";\n") {
+        c.batch_execute(statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+/// Every row of every table of the store (and the position sequence), to compare two stores.
+pub fn store_digest(c: &mut Client) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for t in ["stream_types", "streams", "commands", "events", "snapshots", "subscription_state"] {
+        let row = c
+            .query_one(
+                &format!("SELECT count(*), COALESCE(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM eventstore.{t} t"),
+                &[],
+            )
+            .unwrap();
+        out.push((t.to_string(), row.get(0), row.get(1)));
+    }
+    let seq = c.query_one("SELECT last_value, is_called::text FROM eventstore.global_position_seq", &[]).unwrap();
+    out.push(("global_position_seq".into(), seq.get(0), seq.get(1)));
+    out
+}
+
+/// The installed schema as text lines (tables, columns, constraints, indexes, triggers, functions
+/// with their settings and grants, views, extension membership, pg_dump registration), to compare
+/// an upgraded store with a fresh install.
+pub fn schema_fingerprint(c: &mut Client) -> Vec<String> {
+    c.query(include_str!("../sql/schema_fingerprint.sql"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} :: {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+        .collect()
+}
+
+pub fn violations(c: &mut Client) -> Vec<String> {
+    c.query("SELECT format('%s %s#%s: %s', invariant, stream_id, sequence, detail) FROM eventstore.verify()", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Directory of the Postgres server programs (initdb, pg_ctl, pg_dump, pg_restore).
+pub fn pg_bindir() -> String {
+    std::env::var("PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string())
+}
+
+/// Runs a server program as the postgres OS user (initdb and the server refuse root).
+pub fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
+    let path = format!("{}/{program}", pg_bindir());
+    let root = unsafe { libc_geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("sudo");
+        c.args(["-u", "postgres", &path]);
+        c
+    } else {
+        std::process::Command::new(&path)
+    };
+    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {path}: {e}"));
+    out
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a client program (pg_dump, pg_restore) and fails the test with its output if it fails.
+pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = format!("{}/{program}", pg_bindir());
+    let out = std::process::Command::new(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {path}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed: {text}");
+    text
+}
+
+/// A throwaway cluster of its own (fresh initdb, own port and socket directory), for tests that
+/// kill the server or need a cluster younger than the main one.
+pub struct Scratch {
+    pub dir: String,
+    pub port: u16,
+}
+
+impl Scratch {
+    pub fn create(name: &str, port: u16) -> Scratch {
+        let dir = format!("/tmp/pg_eventstore_{name}");
+        let s = Scratch { dir, port };
+        s.stop_quietly();
+        let _ = std::fs::remove_dir_all(&s.dir);
+        std::fs::create_dir_all(&s.dir).unwrap();
+        let chown = std::process::Command::new("chown").args(["postgres:postgres", &s.dir]).status();
+        assert!(chown.is_ok_and(|st| st.success()) || unsafe { libc_geteuid() } != 0, "cannot chown {}", s.dir);
+        let out = as_postgres("initdb", &["-D", &s.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        s.start();
+        s
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("host={} port={} user=postgres dbname={db}", self.dir, self.port)
+    }
+
+    pub fn start(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=''", self.port, self.dir);
+        let log = format!("{}/server.log", self.dir);
+        let out = as_postgres("pg_ctl", &["-D", &self.dir, "-o", &opts, "-l", &log, "-w", "-t", "120", "start"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// The postmaster's pid, from postmaster.pid.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(format!("{}/postmaster.pid", self.dir)).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// SIGKILL to the postmaster and every one of its processes at once: no shutdown, no flush.
+    pub fn kill9(&self) {
+        let pid = self.postmaster_pid().expect("the scratch cluster is running");
+        let children = std::process::Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+        let mut pids = vec![pid.to_string()];
+        pids.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(String::from));
+        let st = std::process::Command::new("kill").arg("-9").args(&pids).status().unwrap();
+        assert!(st.success(), "kill -9 {pids:?} failed");
+        for _ in 0..200 {
+            let alive = pids.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("server processes survived SIGKILL");
+    }
+
+    fn stop_quietly(&self) {
+        if std::path::Path::new(&format!("{}/postmaster.pid", self.dir)).exists() {
+            let _ = as_postgres("pg_ctl", &["-D", &self.dir, "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.stop_quietly();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
