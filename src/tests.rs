@@ -24,6 +24,21 @@ mod tests {
     }
 
     #[pg_test]
+    fn verify_finds_what_the_triggers_were_kept_from_seeing() {
+        Spi::run("SELECT eventstore.append_events('t-v', 'T', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')").unwrap();
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.verify()"), 0);
+        // replica mode switches the triggers (and foreign keys) off, as a restore does
+        Spi::run("SET LOCAL session_replication_role = replica").unwrap();
+        Spi::run("INSERT INTO eventstore.snapshots (stream_id, sequence, payload) VALUES ('t-v', 7, '{}')").unwrap();
+        Spi::run("UPDATE eventstore.streams SET version = 3 WHERE stream_id = 't-v'").unwrap();
+        Spi::run("SET LOCAL session_replication_role = origin").unwrap();
+        let found = Spi::get_one::<String>("SELECT string_agg(invariant, ',' ORDER BY invariant) FROM eventstore.verify()")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, "snapshot_range,stream_version");
+    }
+
+    #[pg_test]
     fn payloads_pass_through_unchanged() {
         Spi::run("SELECT eventstore.append_event('t-2', 'T', 'A', '{\"a\": [1, 2.50, null, \"é\"], \"b\": {\"c\": true}}')").unwrap();
         let p = Spi::get_one::<JsonB>("SELECT payload FROM eventstore.load_stream('t-2')").unwrap().unwrap();
