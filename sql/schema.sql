@@ -15,7 +15,7 @@ CREATE TABLE eventstore.stream_types (
 -- store as events are appended; the streams trigger enforces that.
 -- The row rules of streams and events (non-empty names, positive numbers, JSON objects) are checked by
 -- their triggers rather than CHECK constraints: Postgres re-reads a table's CHECK expressions for
--- every statement, which cost about 9% of an append (bench/README.md); the triggers check a row
+-- every statement, which cost about a fifth of single-append throughput (bench/README.md); the triggers check a row
 -- once, and rows the store's own functions write were checked before they got there.
 CREATE TABLE eventstore.streams (
     stream_id          text PRIMARY KEY,
