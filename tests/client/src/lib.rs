@@ -49,13 +49,23 @@ pub fn url_for(db: &str) -> String {
     format!("{} dbname={db}", rest.join(" "))
 }
 
-/// A new, empty database with the extension at `version` (None = the default, newest one).
-pub fn fresh_db(url: &str, db: &str, version: Option<&str>) -> Client {
-    let admin_url = url.replace(&format!("dbname={db}"), "dbname=postgres");
+/// The same server's `postgres` database, for creating and dropping others.
+fn admin_url(url: &str, db: &str) -> String {
+    url.replace(&format!("dbname={db}"), "dbname=postgres")
+}
+
+/// A new, empty database (no extension), connected.
+pub fn empty_db(url: &str, db: &str) -> Client {
+    let admin_url = admin_url(url, db);
     let mut admin = Client::connect(&admin_url, NoTls).unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    let mut c = Client::connect(url, NoTls).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    Client::connect(url, NoTls).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// A new, empty database with the extension at `version` (None = the default, newest one).
+pub fn fresh_db(url: &str, db: &str, version: Option<&str>) -> Client {
+    let mut c = empty_db(url, db);
     match version {
         Some(v) => c.batch_execute(&format!("CREATE EXTENSION pg_eventstore VERSION '{v}'")).unwrap(),
         None => c.batch_execute("CREATE EXTENSION pg_eventstore").unwrap(),
@@ -64,10 +74,14 @@ pub fn fresh_db(url: &str, db: &str, version: Option<&str>) -> Client {
 }
 
 pub fn drop_db(url: &str, db: &str) {
-    let admin_url = url.replace(&format!("dbname={db}"), "dbname=postgres");
-    if let Ok(mut admin) = Client::connect(&admin_url, NoTls) {
+    if let Ok(mut admin) = Client::connect(&admin_url(url, db), NoTls) {
         let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     }
+}
+
+/// The installed version of the extension.
+pub fn extension_version(c: &mut Client) -> String {
+    c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'", &[]).unwrap().get(0)
 }
 
 /// A store with something of everything: streams of two types, a causation chain, snapshots, a
@@ -147,8 +161,7 @@ pub fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
     } else {
         std::process::Command::new(&path)
     };
-    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {path}: {e}"));
-    out
+    cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {path}: {e}"))
 }
 
 extern "C" {

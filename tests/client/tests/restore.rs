@@ -41,15 +41,6 @@ fn parse(url: &str) -> Vec<String> {
         .collect()
 }
 
-fn empty_db(url: &str, db: &str) -> Client {
-    let admin_url = url.replace(&format!("dbname={db}"), "dbname=postgres");
-    let mut admin = Client::connect(&admin_url, postgres::NoTls).unwrap();
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    drop(admin);
-    Client::connect(url, postgres::NoTls).unwrap()
-}
-
 /// What must hold on a restored copy `c` of a store whose digest was `before`.
 fn check_restored(c: &mut Client, before: &[(String, i64, String)]) {
     assert_eq!(store_digest(c), before, "the restored store differs from the original");

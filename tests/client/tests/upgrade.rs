@@ -11,22 +11,19 @@ const RELEASED: &[&str] = &["0.1.0"];
 fn upgrade_from_every_release_equals_a_fresh_install_and_keeps_the_data() {
     let fresh_url = url_for("es_upgrade_fresh");
     let mut fresh = fresh_db(&fresh_url, "es_upgrade_fresh", None);
-    let current: String =
-        fresh.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'", &[]).unwrap().get(0);
+    let current = extension_version(&mut fresh);
     let expected = schema_fingerprint(&mut fresh);
 
     for old in RELEASED {
         let db = format!("es_upgrade_from_{}", old.replace('.', "_"));
         let u = url_for(&db);
         let mut c = fresh_db(&u, &db, Some(old));
-        let v: String = c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'", &[]).unwrap().get(0);
-        assert_eq!(&v, old);
+        assert_eq!(&extension_version(&mut c), old);
         populate(&mut c);
         let before = store_digest(&mut c);
 
         c.batch_execute("ALTER EXTENSION pg_eventstore UPDATE").unwrap();
-        let v: String = c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_eventstore'", &[]).unwrap().get(0);
-        assert_eq!(v, current, "ALTER EXTENSION UPDATE from {old} reaches the current version");
+        assert_eq!(extension_version(&mut c), current, "ALTER EXTENSION UPDATE from {old} reaches the current version");
 
         let got = schema_fingerprint(&mut c);
         let missing: Vec<_> = expected.iter().filter(|l| !got.contains(l)).collect();
