@@ -145,6 +145,23 @@ pub fn violations(c: &mut Client) -> Vec<String> {
         .collect()
 }
 
+/// Checks every index of the store's tables against its table with contrib's amcheck
+/// (bt_index_check with heapallindexed): the store writes index entries itself (src/direct.rs),
+/// so a missing or wrong entry must show up here. Panics on the first broken index.
+pub fn check_indexes(c: &mut Client) {
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck").unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(bt_index_check(i.indexrelid, true)) FROM pg_index i \
+             JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = 'eventstore'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(n >= 5, "checked the store's indexes ({n})");
+}
+
 /// Directory of the Postgres server programs (initdb, pg_ctl, pg_dump, pg_restore).
 pub fn pg_bindir() -> String {
     std::env::var("PG_BINDIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string())

@@ -211,3 +211,41 @@ fn global_positions_are_unique_and_follow_each_stream() {
         assert_eq!(seq, prev + 1, "within a stream, position order is sequence order");
     }
 }
+
+#[test]
+fn repeatable_read_and_serializable_appends_win_or_fail_with_40001() {
+    // In these levels a stream row changed after the transaction's snapshot cannot be waited for
+    // and re-read (READ COMMITTED does that): the append fails with 40001 and writes nothing.
+    for level in ["REPEATABLE READ", "SERIALIZABLE"] {
+        let stream = unique("rr");
+        let mut c = connect();
+        append(&mut c, &stream, None).unwrap();
+        let s = stream.clone();
+        let results = race(move |_, c| {
+            let mut ok = 0i64;
+            for _ in 0..25 {
+                let mut tx = c.build_transaction().isolation_level(match level {
+                    "SERIALIZABLE" => postgres::IsolationLevel::Serializable,
+                    _ => postgres::IsolationLevel::RepeatableRead,
+                }).start().unwrap();
+                let r = tx.query_one("SELECT eventstore.append_event($1, 'Race', 'Tick', '{}')", &[&s]);
+                match r {
+                    Ok(_) => match tx.commit() {
+                        Ok(()) => ok += 1,
+                        Err(e) => assert_eq!(db_error(&e).0, "40001", "{e}"),
+                    },
+                    Err(e) => {
+                        let (code, message) = db_error(&e);
+                        assert_eq!(code, "40001", "{level}: {message}");
+                        assert_clean_message(&message);
+                    }
+                }
+            }
+            ok
+        });
+        let ok: i64 = results.iter().sum();
+        assert!(ok >= 10, "{level}: appends still get through ({ok})");
+        assert_eq!(version(&mut c, &stream), ok + 1, "{level}");
+        assert_eq!(sequences(&mut c, &stream), (1..=ok + 1).collect::<Vec<_>>(), "{level}: no gap");
+    }
+}

@@ -120,6 +120,7 @@ fn check(c: &mut Client, acked: &Acked) -> usize {
         .collect();
     assert!(partial.is_empty(), "partial batches after the crash: {partial:?}");
     assert_eq!(violations(c), Vec::<String>::new());
+    check_indexes(c);
     n
 }
 

@@ -1,7 +1,7 @@
 //! Stress: many sessions appending, recording commands, snapshotting, following the feed and
 //! consuming a subscription at once. The only error allowed is the documented concurrency
 //! conflict (40001); no deadlock, nothing else. At the end every reader has seen every event once,
-//! in order, and eventstore.verify() finds nothing wrong. STRESS_SECONDS (default 15) sets the
+//! in order, eventstore.verify() finds nothing wrong and amcheck finds every index whole. STRESS_SECONDS (default 15) sets the
 //! length; the documented long run is 300.
 
 use pg_eventstore_client_tests::*;
@@ -208,6 +208,7 @@ fn many_sessions_for_a_while_keep_every_invariant() {
         .collect();
     assert_eq!(consumed, stress, "the subscription delivered something other than every event once");
     assert_eq!(violations(&mut c), Vec::<String>::new());
+    check_indexes(&mut c);
     println!(
         "{seconds} s: {} operations ({:.0}/s), {} events appended, {} concurrency conflicts, 2 readers and 1 subscriber saw every event once",
         tally.ops.load(Ordering::Relaxed),
