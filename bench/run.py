@@ -5,7 +5,7 @@ on one Postgres. Run through bench/run.sh, which builds and installs the extensi
     bench/run.sh            full run (30 s per variant; scale at 1M and 10M events)
     bench/run.sh --smoke    a few seconds per variant, small scale: checks that everything runs
 
-Writes bench/results/<UTC date>.md (full) or bench/results/smoke.md. Numbers are pgbench's:
+Writes bench/results/<UTC date>.md (full), <UTC date>-<workloads>.md (--only) or bench/results/smoke.md. Numbers are pgbench's:
 transactions/s, events/s, and latency p50/p99 from its per-transaction log. The suite measures;
 it asserts nothing about speed.
 """
@@ -215,6 +215,10 @@ def main():
                     f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p='es')}) AS v \\gset\n"
                     f"SELECT eventstore.append_event({hot.format(p='es')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
                     "END;\n", options=["--max-tries=1000"]),
+            Variant("append_event, expected_version, notify off",
+                    f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p='esq')}) AS v \\gset\n"
+                    f"SELECT eventstore.append_event({hot.format(p='esq')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
+                    "END;\n", options=["--max-tries=1000"], env={"PGOPTIONS": "-c pg_eventstore.notify=off"}),
         ]
         for v in contended:
             run_variant(v, seconds, work)
@@ -289,7 +293,9 @@ def main():
 
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    name = "smoke.md" if args.smoke else f"{datetime.datetime.utcnow():%Y-%m-%d}.md"
+    # A run of some workloads only gets its own name, so that it never replaces a full run's file.
+    partial = "" if only >= {"single", "contended", "batch", "load", "scale"} else "-" + "-".join(sorted(only))
+    name = "smoke.md" if args.smoke else f"{datetime.datetime.utcnow():%Y-%m-%d}{partial}.md"
     path = os.path.join(HERE, "results", name)
     with open(path, "w") as f:
         f.write("\n".join(out))
