@@ -68,6 +68,17 @@ impl Table {
         unsafe { (*self.rel).rd_att }
     }
 
+    /// Whether the current user may write the table as the SQL statement would (`needed` is an
+    /// ACL mode). The store's functions run as the owner, so this is a safeguard for a library
+    /// loaded under an older install whose functions are not SECURITY DEFINER: there the statement
+    /// runs and raises the permission error.
+    fn allowed(&self, needed: u32) -> bool {
+        unsafe {
+            pg_sys::pg_class_aclcheck((*self.rel).rd_id, pg_sys::GetUserId(), needed as pg_sys::AclMode)
+                == pg_sys::AclResult::ACLCHECK_OK
+        }
+    }
+
     /// Nothing on the table that a plain write would have to honour beyond what the store checks:
     /// no enabled trigger for `event` except the store's own `ours` (and, for events, the foreign
     /// key check on command_id, which is a no-op for the NULL the direct path writes), no CHECK
@@ -161,7 +172,13 @@ pub fn insert_events(rows: &[EventValues]) -> Option<()> {
     let t = Table::open(c"events");
     let cols: Option<Vec<usize>> = EVENT_COLUMNS.iter().map(|(n, typ)| t.column(n, *typ)).collect();
     let cols = match cols {
-        Some(c) if t.live_columns() == c.len() && t.plain(pg_sys::TRIGGER_TYPE_INSERT, c"events_guard") => c,
+        Some(c)
+            if t.live_columns() == c.len()
+                && t.allowed(pg_sys::ACL_INSERT)
+                && t.plain(pg_sys::TRIGGER_TYPE_INSERT, c"events_guard") =>
+        {
+            c
+        }
         _ => {
             t.close();
             return None;
@@ -212,7 +229,10 @@ pub fn bump_stream(stream_id: Datum, delta: i64) -> Option<Option<(i64, String)>
         t.close();
         return None;
     };
-    if pkey == pg_sys::InvalidOid || !t.plain(pg_sys::TRIGGER_TYPE_UPDATE, c"streams_guard") {
+    if pkey == pg_sys::InvalidOid
+        || !t.allowed(pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE)
+        || !t.plain(pg_sys::TRIGGER_TYPE_UPDATE, c"streams_guard")
+    {
         t.close();
         return None;
     }

@@ -65,6 +65,23 @@ SELECT eventstore.append_event('user-new', 'Thing', 'H', '{}');
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 
+-- The direct writes check the caller's table privileges as the statements would. The store's
+-- functions run as their owner; a declaration of the same C function without SECURITY DEFINER
+-- (as an older install had) must not let a role without rights write.
+CREATE FUNCTION public.append_as_caller(text, text, text, jsonb, jsonb DEFAULT '{}', bigint DEFAULT NULL,
+    uuid DEFAULT NULL, uuid DEFAULT NULL, integer DEFAULT 1) RETURNS bigint
+    LANGUAGE c AS 'pg_eventstore', 'es_append_event';
+CREATE ROLE es_no_rights;
+GRANT USAGE ON SCHEMA eventstore TO es_no_rights;
+SET ROLE es_no_rights;
+SELECT public.append_as_caller('user-1', 'Thing', 'I', '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT version FROM eventstore.streams WHERE stream_id = 'user-1';
+DROP FUNCTION public.append_as_caller;
+REVOKE USAGE ON SCHEMA eventstore FROM es_no_rights;
+DROP ROLE es_no_rights;
+
 DROP TABLE audit;
 DROP FUNCTION audit_event();
 DROP FUNCTION audit_stream();
