@@ -26,6 +26,7 @@ DB = "pg_eventstore_bench"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD = '{"amount": 125, "currency": "EUR", "account": "DE89370400440532013000", "note": "monthly transfer"}'
 META = '{"correlation": "c0ffee", "user": "u-17"}'
+NOTIFY_OFF = {"PGOPTIONS": "-c pg_eventstore.notify=off"}
 
 
 def psql(sql, db=DB):
@@ -195,7 +196,7 @@ def main():
                                     f"'{PAYLOAD}', '{META}');\n"),
             Variant("append_event, notify off", f"SELECT eventstore.append_event({stream.format(p='esq')}, 'Bench', "
                                                 f"'Tick', '{PAYLOAD}', '{META}');\n",
-                    env={"PGOPTIONS": "-c pg_eventstore.notify=off"}),
+                    env=NOTIFY_OFF),
         ]
         for v in single:
             run_variant(v, seconds, work)
@@ -206,19 +207,19 @@ def main():
     if "contended" in only:
         print("contended append", flush=True)
         hot = "'hot-{p}-' || :s || '-' || :run"
+
+        def es_contended(name, p, env=None):
+            return Variant(name, f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p=p)}) AS v \\gset\n"
+                                 f"SELECT eventstore.append_event({hot.format(p=p)}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
+                                 "END;\n", options=["--max-tries=1000"], env=env)
+
         contended = [
             Variant("PL/pgSQL append, expected_version",
                     "\\set s random(1, 8)\nBEGIN;\nSELECT COALESCE((SELECT version FROM baseline.streams WHERE stream_id = "
                     f"{hot.format(p='plp')}), 0) AS v \\gset\nSELECT baseline.append_event({hot.format(p='plp')}, 'Bench', "
                     f"'Tick', '{PAYLOAD}', '{META}', :v);\nEND;\n", options=["--max-tries=1000"]),
-            Variant("append_event, expected_version",
-                    f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p='es')}) AS v \\gset\n"
-                    f"SELECT eventstore.append_event({hot.format(p='es')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
-                    "END;\n", options=["--max-tries=1000"]),
-            Variant("append_event, expected_version, notify off",
-                    f"\\set s random(1, 8)\nBEGIN;\nSELECT eventstore.stream_version({hot.format(p='esq')}) AS v \\gset\n"
-                    f"SELECT eventstore.append_event({hot.format(p='esq')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', :v);\n"
-                    "END;\n", options=["--max-tries=1000"], env={"PGOPTIONS": "-c pg_eventstore.notify=off"}),
+            es_contended("append_event, expected_version", "es"),
+            es_contended("append_event, expected_version, notify off", "esq", env=NOTIFY_OFF),
         ]
         for v in contended:
             run_variant(v, seconds, work)

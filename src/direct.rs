@@ -46,14 +46,12 @@ impl Table {
                 // What the executor says for an INSERT or UPDATE in a read-only transaction.
                 pg_sys::PreventCommandIfReadOnly(c"append".as_ptr());
             }
-            let ns = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
-            let relid = pg_sys::get_relname_relid(name.as_ptr(), ns);
-            if relid == pg_sys::InvalidOid {
+            let relid = crate::integrity::store_relid(name).unwrap_or_else(|| {
                 errors::raise(
                     Code::ERRCODE_UNDEFINED_TABLE,
                     format!("eventstore.{} is missing", name.to_string_lossy()),
-                );
-            }
+                )
+            });
             let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
             let estate = pg_sys::CreateExecutorState();
             let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
@@ -280,18 +278,17 @@ pub fn bump_stream(stream_id: Datum, delta: i64) -> Option<Option<(i64, String)>
             )
             .unwrap_or_default();
             let old = (*(*slot).tts_ops).copy_heap_tuple.unwrap()(slot);
-            let tid = (*slot).tts_tid;
+            let mut tid = (*slot).tts_tid;
             pg_sys::index_endscan(scan);
             pg_sys::ExecClearTuple(slot);
             let mut col = version_col as i32 + 1;
             let mut value = Datum::from(version);
             let mut null = false;
             let new = pg_sys::heap_modify_tuple_by_cols(old, t.desc(), 1, &mut col, &mut value, &mut null);
-            let mut tid_mut = tid;
             let mut tmfd: pg_sys::TM_FailureData = std::mem::zeroed();
             let mut lockmode: pg_sys::LockTupleMode::Type = 0;
             let cid = pg_sys::GetCurrentCommandId(true);
-            let res = pg_sys::heap_update(t.rel, &mut tid_mut, new, cid, std::ptr::null_mut(), true, &mut tmfd, &mut lockmode);
+            let res = pg_sys::heap_update(t.rel, &mut tid, new, cid, std::ptr::null_mut(), true, &mut tmfd, &mut lockmode);
             pg_sys::PopActiveSnapshot();
             match res {
                 pg_sys::TM_Result::TM_Ok => {

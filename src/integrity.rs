@@ -284,13 +284,17 @@ pub fn take_position() -> (i64, u64) {
 }
 
 fn position_sequence() -> pg_sys::Oid {
+    store_relid(c"global_position_seq").unwrap_or_else(|| {
+        errors::raise(Code::ERRCODE_UNDEFINED_OBJECT, "eventstore.global_position_seq is missing".into())
+    })
+}
+
+/// The oid of one of the store's relations, looked up by name in schema eventstore.
+pub(crate) fn store_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
     unsafe {
         let ns = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
-        let seq = pg_sys::get_relname_relid(c"global_position_seq".as_ptr(), ns);
-        if seq == pg_sys::InvalidOid {
-            errors::raise(Code::ERRCODE_UNDEFINED_OBJECT, "eventstore.global_position_seq is missing".into());
-        }
-        seq
+        let relid = pg_sys::get_relname_relid(name.as_ptr(), ns);
+        (relid != pg_sys::InvalidOid).then_some(relid)
     }
 }
 
