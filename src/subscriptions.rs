@@ -130,7 +130,16 @@ fn poll(args: Args) -> Datum {
         event_types: s.event_types,
         group: None,
     };
-    let reached = spi.return_rows(args.0, read.stmt(), &read.params(), false);
+    // The feed's bound on horizons (feed::cluster_next_xid, in the parameters) must be read after
+    // the snapshot the read uses: a statement run with a fresh snapshot of its own would take it
+    // later, and could then see an event committed in between whose horizon is above the bound
+    // and count it as settled while a lower position is still in flight (a subscriber missed one
+    // event that way in the stress test). So: snapshot first, then the parameters, then the read
+    // in that snapshot.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let params = read.params();
+    let reached = spi.return_rows(args.0, read.stmt(), &params, true);
+    unsafe { pg_sys::PopActiveSnapshot() };
     // A new holder starts over from the checkpoint; the same holder may poll again before acking.
     let before = if s.mine { s.delivered_up_to } else { s.checkpoint };
     let delivered = reached.unwrap_or(s.checkpoint).max(before);
