@@ -5,9 +5,14 @@
 -- Tables
 -- ---------------------------------------------------------------------------------------------
 
+-- Stream ids and stream types are identifiers, not prose: every column holding one uses the "C"
+-- collation, so the indexes on them compare bytes instead of calling the database's locale
+-- (strcoll), which was a tenth of a batch append's time, and LIKE 'prefix%' on them can use an index.
+-- Equality is the same under any deterministic collation; only ORDER BY stream_id sorts bytewise.
+
 -- Per stream type settings (Sequent's snapshot thresholds live here and are copied to new streams).
 CREATE TABLE eventstore.stream_types (
-    stream_type        text PRIMARY KEY CHECK (stream_type <> ''),
+    stream_type        text COLLATE "C" PRIMARY KEY CHECK (stream_type <> ''),
     snapshot_threshold integer CHECK (snapshot_threshold > 0)
 );
 
@@ -18,8 +23,8 @@ CREATE TABLE eventstore.stream_types (
 -- every statement, which cost about a fifth of single-append throughput (bench/README.md); the triggers check a row
 -- once, and rows the store's own functions write were checked before they got there.
 CREATE TABLE eventstore.streams (
-    stream_id          text PRIMARY KEY,
-    stream_type        text NOT NULL,
+    stream_id          text COLLATE "C" PRIMARY KEY,
+    stream_type        text COLLATE "C" NOT NULL,
     version            bigint NOT NULL DEFAULT 0,
     snapshot_threshold integer,
     created_at         timestamptz NOT NULL DEFAULT now()
@@ -30,9 +35,9 @@ CREATE TABLE eventstore.commands (
     command_id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     command_type        text NOT NULL CHECK (command_type <> ''),
     payload             jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
-    stream_id           text CHECK (stream_id <> ''),
+    stream_id           text COLLATE "C" CHECK (stream_id <> ''),
     user_id             text,
-    caused_by_stream_id text,
+    caused_by_stream_id text COLLATE "C",
     caused_by_sequence  bigint,
     correlation_id      uuid,
     created_at          timestamptz NOT NULL DEFAULT now(),
@@ -44,10 +49,10 @@ CREATE TABLE eventstore.commands (
 -- trigger); horizon_xid is the next transaction id at the moment the position was taken: once every
 -- transaction below it has ended, no lower position can still appear. The global feed relies on it.
 CREATE TABLE eventstore.events (
-    stream_id       text NOT NULL,
+    stream_id       text COLLATE "C" NOT NULL,
     sequence        bigint NOT NULL,
     event_id        uuid NOT NULL DEFAULT gen_random_uuid(),
-    stream_type     text NOT NULL,
+    stream_type     text COLLATE "C" NOT NULL,
     event_type      text NOT NULL,
     event_version   integer NOT NULL DEFAULT 1,
     payload         jsonb NOT NULL,
@@ -71,7 +76,7 @@ ALTER TABLE eventstore.commands
         REFERENCES eventstore.events (stream_id, sequence);
 
 CREATE TABLE eventstore.snapshots (
-    stream_id        text NOT NULL,
+    stream_id        text COLLATE "C" NOT NULL,
     sequence         bigint NOT NULL,
     snapshot_version integer NOT NULL DEFAULT 1 CHECK (snapshot_version > 0),
     payload          jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),

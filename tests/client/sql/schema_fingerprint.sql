@@ -13,6 +13,7 @@ SELECT kind, name, def FROM (
     UNION ALL
     SELECT 'column', c.relname || '.' || a.attname,
            a.attnum || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+           || COALESCE(' collate ' || NULLIF(a.attcollation, 0)::regcollation::text, '')
            || COALESCE(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
     FROM pg_attribute a JOIN rels c ON c.oid = a.attrelid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

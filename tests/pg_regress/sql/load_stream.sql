@@ -30,3 +30,12 @@ SELECT * FROM eventstore.load_stream('order-1', 1, -5);
 \echo :LAST_ERROR_SQLSTATE
 SELECT eventstore.stream_version(NULL);
 \echo :LAST_ERROR_SQLSTATE
+
+-- Stream ids use COLLATE "C", so finding streams by an id prefix is a range scan of the primary key
+-- (shown with sequential scans off, since this table is tiny).
+SELECT eventstore.append_event('order-2', 'Order', 'Placed', '{}');
+SELECT eventstore.append_event('ordering-1', 'Ordering', 'Opened', '{}');
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT stream_id, version FROM eventstore.streams WHERE stream_id LIKE 'order-%';
+RESET enable_seqscan;
+SELECT stream_id, version FROM eventstore.streams WHERE stream_id LIKE 'order-%' ORDER BY stream_id;
