@@ -58,3 +58,10 @@ BEGIN
     RETURN v + 1;
 END
 $$;
+
+-- The floor for this feature set: a bare table with exactly the store's columns, collations and
+-- indexes (primary key, unique event id, unique global position, category index), written by plain
+-- INSERTs without checks or triggers. The batch workload compares append_events with it to separate
+-- what the store's code costs from what its indexes cost.
+CREATE TABLE baseline.store_shaped_events (LIKE eventstore.events INCLUDING DEFAULTS INCLUDING INDEXES);
+CREATE SEQUENCE baseline.store_shaped_position;
