@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD = '{"amount": 125, "currency": "EUR", "account": "DE89370400440532013000", "note": "monthly transfer"}'
 META = '{"correlation": "c0ffee", "user": "u-17"}'
 NOTIFY_OFF = {"PGOPTIONS": "-c pg_eventstore.notify=off"}
+OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 
 
 def psql(sql, db=DB):
@@ -227,6 +228,9 @@ def main():
             Variant("append_event, notify off", f"SELECT eventstore.append_event({stream.format(p='esq')}, 'Bench', "
                                                 f"'Tick', '{PAYLOAD}', '{META}');\n",
                     env=NOTIFY_OFF),
+            Variant("append_event, own NOTIFY (notifier off)",
+                    f"SELECT eventstore.append_event({stream.format(p='eso')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}');\n",
+                    env=OWN_NOTIFY),
         ]
         run_workload(single, seconds, work, rounds)
         section("1. Single-event append (8 clients, each on its own stream)",

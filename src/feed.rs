@@ -197,9 +197,28 @@ sql_function!(es_feed_status, pg_finfo_es_feed_status, feed_status);
 fn feed_status(args: Args) -> Datum {
     let next = cluster_next_xid();
     let spi = Spi::connect();
+    let (head, first_unsettled) = head_and_first_unsettled(&spi, next);
+    let safe = first_unsettled.map_or(head, |p| p - 1);
+    let lagging = if first_unsettled.is_some() { count_after(&spi, safe) } else { 0 };
+    let blocker = spi.run(&BLOCKER, &[Some(Datum::from(next))], true);
+    let row = [
+        Some(Datum::from(head)),
+        Some(Datum::from(safe)),
+        Some(Datum::from(lagging)),
+        blocker.datum(0, 1),
+        blocker.datum(0, 2),
+        blocker.datum(0, 3),
+        blocker.text(0, 4).and_then(|q| q.into_datum()),
+    ];
+    spi.finish();
+    crate::spi::return_row(args.0, &row)
+}
+
+/// The newest position, and the lowest one a reader at the head cannot pass yet (if any).
+pub fn head_and_first_unsettled(spi: &Spi, next: u64) -> (i64, Option<i64>) {
     // Unsettled events are the newest ones (positions are taken in time order); walk back from the
     // head until a whole page is settled, which also catches a writer that read its horizon late.
-    let (mut head, mut first_unsettled, mut lagging, mut before) = (None, None, 0i64, i64::MAX);
+    let (mut head, mut first_unsettled, mut before) = (None, None, i64::MAX);
     loop {
         let page = spi.run(&TAIL, &[Some(Datum::from(before)), Some(Datum::from(next))], true);
         let mut any_unsettled = false;
@@ -216,23 +235,7 @@ fn feed_status(args: Args) -> Datum {
             break;
         }
     }
-    let head = head.unwrap_or(0);
-    let safe = first_unsettled.map_or(head, |p| p - 1);
-    if first_unsettled.is_some() {
-        lagging = count_after(&spi, safe);
-    }
-    let blocker = spi.run(&BLOCKER, &[Some(Datum::from(next))], true);
-    let row = [
-        Some(Datum::from(head)),
-        Some(Datum::from(safe)),
-        Some(Datum::from(lagging)),
-        blocker.datum(0, 1),
-        blocker.datum(0, 2),
-        blocker.datum(0, 3),
-        blocker.text(0, 4).and_then(|q| q.into_datum()),
-    ];
-    spi.finish();
-    crate::spi::return_row(args.0, &row)
+    (head.unwrap_or(0), first_unsettled)
 }
 
 static COUNT_AFTER: Stmt = Stmt {
@@ -297,13 +300,16 @@ fn read_category_backward(args: Args) -> Datum {
 // ---------------------------------------------------------------------------------------------
 // NOTIFY: once per committing transaction that appended, on channel "eventstore" and on
 // "eventstore.<stream_type>" for each stream type it touched, with the highest position as payload.
+// The notifier worker sends them when it runs (notifier.rs); otherwise the transaction itself does.
 // ---------------------------------------------------------------------------------------------
 
 pub static NOTIFY: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
 
-struct Pending {
-    max_position: i64,
-    stream_types: BTreeSet<String>,
+enum Pending {
+    /// This transaction sends its own notification at pre-commit.
+    Own { max_position: i64, stream_types: BTreeSet<String> },
+    /// The notifier with this pid notifies; wake it after the commit.
+    Notifier(i32),
 }
 
 thread_local! {
@@ -318,32 +324,58 @@ pub fn note_append(stream_type: &str, position: i64) {
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
         match p.as_mut() {
-            Some(p) => {
-                p.max_position = p.max_position.max(position);
-                if !p.stream_types.contains(stream_type) {
-                    p.stream_types.insert(stream_type.to_string());
+            Some(Pending::Own { max_position, stream_types }) => {
+                *max_position = (*max_position).max(position);
+                if !stream_types.contains(stream_type) {
+                    stream_types.insert(stream_type.to_string());
                 }
             }
+            Some(Pending::Notifier(_)) => {}
             None => {
-                *p = Some(Pending { max_position: position, stream_types: BTreeSet::from([stream_type.to_string()]) });
                 use pgrx::PgXactCallbackEvent::*;
-                pgrx::register_xact_callback(PreCommit, send_pending);
-                for end in [Abort, PrePrepare] {
-                    pgrx::register_xact_callback(end, || PENDING.with(|p| p.borrow_mut().take()).map_or((), drop));
+                // The callbacks act on what they take, so one left over from a prepared
+                // transaction (pgrx forgets them only at commit or abort) does nothing.
+                match crate::notifier::rely() {
+                    Some(pid) => {
+                        *p = Some(Pending::Notifier(pid));
+                        pgrx::register_xact_callback(Commit, || end_relying(true));
+                        for end in [Abort, PrePrepare] {
+                            pgrx::register_xact_callback(end, || end_relying(false));
+                        }
+                    }
+                    None => {
+                        *p = Some(Pending::Own { max_position: position, stream_types: BTreeSet::from([stream_type.to_string()]) });
+                        pgrx::register_xact_callback(PreCommit, send_own);
+                        for end in [Abort, PrePrepare] {
+                            pgrx::register_xact_callback(end, || PENDING.with(|p| p.borrow_mut().take()).map_or((), drop));
+                        }
+                    }
                 }
             }
         }
     });
 }
 
+fn end_relying(committed: bool) {
+    if let Some(Pending::Notifier(pid)) = PENDING.with(|p| p.borrow_mut().take()) {
+        crate::notifier::done(pid, committed);
+    }
+}
+
+fn send_own() {
+    if let Some(Pending::Own { max_position, stream_types }) = PENDING.with(|p| p.borrow_mut().take()) {
+        send(max_position, stream_types.iter().map(String::as_str));
+    }
+}
+
 /// Channel names are identifiers: at most 63 bytes. Longer stream types get only the main channel.
 const MAX_CHANNEL: usize = 63;
 
-fn send_pending() {
-    let Some(p) = PENDING.with(|p| p.borrow_mut().take()) else { return };
-    let payload = p.max_position.to_string();
+/// One transaction's notifications.
+pub fn send<'a>(max_position: i64, stream_types: impl Iterator<Item = &'a str>) {
+    let payload = max_position.to_string();
     notify("eventstore", &payload);
-    for t in &p.stream_types {
+    for t in stream_types {
         let channel = format!("eventstore.{t}");
         if channel.len() <= MAX_CHANNEL {
             notify(&channel, &payload);

@@ -17,6 +17,7 @@ mod errors;
 mod feed;
 mod integrity;
 mod jsonb;
+mod notifier;
 mod read;
 mod snapshots;
 mod spi;
@@ -26,6 +27,7 @@ mod verify;
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     feed::init();
+    notifier::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

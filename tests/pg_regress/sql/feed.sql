@@ -64,7 +64,14 @@ SELECT * FROM eventstore.read_stream_backward('feed-acct-1', NULL, -1);
 SELECT * FROM eventstore.read_category_backward(NULL);
 \echo :LAST_ERROR_SQLSTATE
 
--- Push: each committing transaction that appended notifies "eventstore" and "eventstore.<stream_type>"
--- once, with its highest position as payload (pg_eventstore.notify = off turns it off). The pattern:
--- LISTEN eventstore; then read_all from your checkpoint; on each notification, read_all again.
+-- Push: each committed transaction that appended is announced once on "eventstore" and on
+-- "eventstore.<stream_type>", with its highest position as payload, as soon as read_all can return
+-- its events. The pattern: LISTEN eventstore; then read_all from your checkpoint; on each
+-- notification, read_all again. The notifier background worker of the database sends them
+-- (pg_stat_activity shows it as backend_type 'pg_eventstore notifier'); with
+-- pg_eventstore.notifier = off, a session's transactions send their own NOTIFY at commit instead.
+-- pg_eventstore.notify = off: the session sends none and does not wake the notifier (a running
+-- notifier still announces its events when it announces others').
 SHOW pg_eventstore.notify;
+SHOW pg_eventstore.notifier;
+SHOW pg_eventstore.notifier_idle_timeout;

@@ -1,0 +1,221 @@
+//! The notifier worker: it sends each committed transaction's notification once, wakes listeners
+//! when a held-back feed moves on, never drops a transaction's notification while it stops and
+//! starts again, and gets out of the way of DROP DATABASE and CREATE DATABASE ... TEMPLATE.
+
+use pg_eventstore_client_tests::*;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const DB: &str = "pg_eventstore_notifier_tests";
+
+/// The highest position the current transaction appended.
+const OWN_MAX: &str = "SELECT max(global_position) FROM eventstore.events WHERE xmin = pg_current_xact_id()::xid";
+
+fn db_url() -> String {
+    url_for(DB)
+}
+
+fn connect_db() -> Client {
+    Client::connect(&db_url(), NoTls).unwrap()
+}
+
+fn notifier_pid(c: &mut Client) -> Option<i32> {
+    c.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'pg_eventstore notifier'",
+        &[],
+    )
+    .unwrap()
+    .map(|r| r.get(0))
+}
+
+/// The first append of a database starts its notifier; wait until it runs.
+fn await_notifier(c: &mut Client) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        c.execute("SELECT eventstore.append_event($1, 'Warm', 'Up', '{}')", &[&unique("warm")]).unwrap();
+        if let Some(pid) = notifier_pid(c) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no notifier started");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Notifications on `channel` until `until` says stop or `limit` passes: (sender pid, payload).
+fn collect(listener: &mut Client, limit: Duration, mut until: impl FnMut(&[(i32, String, String)]) -> bool) -> Vec<(i32, String, String)> {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut notes = listener.notifications();
+    while started.elapsed() < limit && !until(&got) {
+        let mut it = notes.timeout_iter(Duration::from_millis(50));
+        while let Some(n) = it.next().unwrap() {
+            got.push((n.process_id(), n.channel().to_string(), n.payload().to_string()));
+            if started.elapsed() >= limit {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn notifier() {
+    let mut admin = fresh_db(&db_url(), DB, None);
+    one_notification_per_transaction_from_the_notifier(&mut admin);
+    a_held_back_feed_wakes_listeners_when_it_moves_on(&mut admin);
+    no_transaction_goes_unnotified_while_the_notifier_stops_and_starts(&mut admin);
+    copy_and_drop_do_not_wait_for_the_notifier(admin);
+}
+
+fn one_notification_per_transaction_from_the_notifier(admin: &mut Client) {
+    let pid = await_notifier(admin);
+    let mut listener = connect_db();
+    listener.batch_execute("LISTEN eventstore; LISTEN \"eventstore.Order\"; LISTEN \"eventstore.Invoice\"").unwrap();
+    collect(&mut listener, Duration::from_millis(300), |_| false); // the warm-up's
+    let mut w = connect_db();
+    let mut tx = w.transaction().unwrap();
+    for (stream, category) in [("order-1", "Order"), ("order-1", "Order"), ("invoice-1", "Invoice")] {
+        tx.execute("SELECT eventstore.append_event($1, $2, 'Happened', '{}')", &[&stream, &category]).unwrap();
+    }
+    let last: i64 = tx.query_one(OWN_MAX, &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let got = collect(&mut listener, Duration::from_secs(5), |g| g.len() >= 3);
+    let got: Vec<_> = got.into_iter().chain(collect(&mut listener, Duration::from_millis(300), |_| false)).collect();
+    assert_eq!(got.len(), 3, "one notification per channel: {got:?}");
+    for (sender, channel, payload) in &got {
+        assert_eq!(*sender, pid, "sent by the notifier, not by the appending session: {got:?}");
+        assert_eq!(payload, &last.to_string(), "carrying the transaction's highest position ({channel})");
+    }
+    let channels: HashSet<_> = got.iter().map(|g| g.1.as_str()).collect();
+    assert_eq!(channels, HashSet::from(["eventstore", "eventstore.Order", "eventstore.Invoice"]));
+}
+
+/// A transaction that merely holds an xid holds the feed back; when it ends, listeners must learn
+/// that the feed moved on, although nothing was appended then.
+fn a_held_back_feed_wakes_listeners_when_it_moves_on(admin: &mut Client) {
+    await_notifier(admin);
+    let mut listener = connect_db();
+    listener.batch_execute("LISTEN eventstore").unwrap();
+    collect(&mut listener, Duration::from_millis(300), |_| false);
+    let mut blocker = connect_db();
+    blocker.batch_execute("BEGIN; SELECT txid_current()").unwrap();
+    let mut w = connect_db();
+    let mut tx = w.transaction().unwrap();
+    tx.execute("SELECT eventstore.append_event('held-1', 'Held', 'Happened', '{}')", &[]).unwrap();
+    let position: i64 = tx.query_one(OWN_MAX, &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    let early = collect(&mut listener, Duration::from_millis(600), |g| !g.is_empty());
+    let readable: i64 = w.query_one("SELECT count(*) FROM eventstore.read_all($1::bigint - 1, 10)", &[&position]).unwrap().get(0);
+    assert_eq!(readable, 0, "the feed is held back");
+    assert!(early.is_empty(), "no wake-up while read_all cannot return the event: {early:?}");
+    blocker.batch_execute("COMMIT").unwrap();
+    let woke = Instant::now();
+    let got = collect(&mut listener, Duration::from_secs(5), |g| !g.is_empty());
+    assert_eq!(got.len(), 1, "woken once the feed moved on: {got:?}");
+    assert_eq!(got[0].2, position.to_string());
+    assert!(woke.elapsed() < Duration::from_secs(2), "within a poll interval, not {:?}", woke.elapsed());
+    let readable: i64 = listener.query_one("SELECT count(*) FROM eventstore.read_all($1::bigint - 1, 10)", &[&position]).unwrap().get(0);
+    assert_eq!(readable, 1, "and read_all returns it now");
+}
+
+/// The notifier stops after 20 ms without appends here. Four sessions append with short pauses and,
+/// every half second, all pause for 150 ms, so the notifier stops and is started again many times
+/// while they run; one of them sends its own notifications. Every committed transaction's highest
+/// position must arrive as a payload.
+fn no_transaction_goes_unnotified_while_the_notifier_stops_and_starts(admin: &mut Client) {
+    admin.batch_execute(&format!("ALTER DATABASE {DB} SET pg_eventstore.notifier_idle_timeout = 20")).unwrap();
+    if let Some(pid) = notifier_pid(admin) {
+        admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    }
+    let mut listener = connect_db();
+    listener.batch_execute("LISTEN eventstore").unwrap();
+    let seconds: u64 = env_or("PG_EVENTSTORE_NOTIFIER_SECONDS", 6);
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut c = connect_db();
+                if w == 3 {
+                    c.batch_execute("SET pg_eventstore.notifier = off").unwrap();
+                }
+                let mut rng = Rng::new(w + 1);
+                let mut maxima = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut tx = c.transaction().unwrap();
+                    for _ in 0..=rng.below(3) {
+                        let stream = format!("w{w}-{}", rng.below(20));
+                        tx.execute("SELECT eventstore.append_event($1, 'Busy', 'Happened', '{}')", &[&stream]).unwrap();
+                    }
+                    let max: i64 = tx.query_one(OWN_MAX, &[]).unwrap().get(0);
+                    tx.commit().unwrap();
+                    maxima.push(max);
+                    thread::sleep(Duration::from_millis(rng.below(30)));
+                    let phase = epoch.elapsed().as_millis() % 500;
+                    if phase >= 350 {
+                        thread::sleep(Duration::from_millis((500 - phase) as u64));
+                    }
+                }
+                maxima
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut notifiers = HashSet::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        got.extend(collect(&mut listener, Duration::from_millis(200), |_| false));
+        if let Some(pid) = notifier_pid(admin) {
+            notifiers.insert(pid);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let expected: HashSet<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).map(|m| m.to_string()).collect();
+    let mut seen: HashSet<String> = got.iter().map(|g| g.2.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !expected.is_subset(&seen) && Instant::now() < deadline {
+        seen.extend(collect(&mut listener, Duration::from_millis(200), |_| false).into_iter().map(|g| g.2));
+    }
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    assert!(missing.is_empty(), "{} of {} transactions never notified: {missing:?}", missing.len(), expected.len());
+    let senders: HashMap<i32, usize> = got.iter().fold(HashMap::new(), |mut m, g| {
+        *m.entry(g.0).or_default() += 1;
+        m
+    });
+    println!(
+        "{} transactions, {} notifications from {} processes, {} notifier processes seen",
+        expected.len(),
+        got.len(),
+        senders.len(),
+        notifiers.len()
+    );
+    assert!(expected.len() > 100, "enough transactions: {}", expected.len());
+    assert!(notifiers.len() >= 2, "the notifier stopped and started again during the run: {notifiers:?}");
+    admin.batch_execute(&format!("ALTER DATABASE {DB} RESET pg_eventstore.notifier_idle_timeout")).unwrap();
+}
+
+/// DROP DATABASE and CREATE DATABASE ... TEMPLATE need the database to themselves; they wait at
+/// most 5 s for other sessions, and the notifier leaves within a quarter of a second.
+fn copy_and_drop_do_not_wait_for_the_notifier(mut admin: Client) {
+    await_notifier(&mut admin);
+    drop(admin);
+    let mut pg = Client::connect(&url_for("postgres"), NoTls).unwrap();
+    let copy = format!("{DB}_copy");
+    pg.batch_execute(&format!("DROP DATABASE IF EXISTS {copy}")).unwrap();
+    let t = Instant::now();
+    pg.batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {DB}")).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "copy waited {:?}", t.elapsed());
+    let mut c = Client::connect(&url_for(DB), NoTls).unwrap();
+    await_notifier(&mut c);
+    drop(c);
+    let t = Instant::now();
+    pg.batch_execute(&format!("DROP DATABASE {DB}")).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3), "drop waited {:?}", t.elapsed());
+    pg.batch_execute(&format!("DROP DATABASE {copy}")).unwrap();
+}
