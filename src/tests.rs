@@ -24,6 +24,20 @@ mod tests {
     }
 
     #[pg_test]
+    fn statements_are_planned_once() {
+        Spi::run("SELECT eventstore.append_event('t-plan', 'T', 'A', '{}')").unwrap();
+        for _ in 0..10 {
+            one_i64("SELECT count(*) FROM eventstore.read_all(0, 10)");
+            one_i64("SELECT count(*) FROM eventstore.read_all(0, 10, ARRAY['T'])");
+            one_i64("SELECT count(*) FROM eventstore.load_stream('t-plan', 1, 10)");
+            one_i64("SELECT count(*) FROM eventstore.read_stream_backward('t-plan')");
+        }
+        let (custom, kept) = crate::spi::custom_plan_count();
+        assert!(kept >= 4, "only {kept} plans kept");
+        assert_eq!(custom, 0, "statements were re-planned for their parameters");
+    }
+
+    #[pg_test]
     fn verify_finds_what_the_triggers_were_kept_from_seeing() {
         Spi::run("SELECT eventstore.append_events('t-v', 'T', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')").unwrap();
         assert_eq!(one_i64("SELECT count(*) FROM eventstore.verify()"), 0);
