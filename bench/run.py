@@ -5,7 +5,8 @@ on one Postgres. Run through bench/run.sh, which builds and installs the extensi
     bench/run.sh            full run (30 s per variant in 3 alternating rounds; scale at 1M and 10M events)
     bench/run.sh --smoke    a few seconds per variant, small scale: checks that everything runs
 
-Writes bench/results/<UTC date>.md (full), <UTC date>-<workloads>.md (--only) or bench/results/smoke.md. Numbers are pgbench's:
+Writes bench/results/<UTC date>.md (full), <UTC date>-<workloads>.md (--only), with -<HHMM> added when that
+file exists, or bench/results/smoke.md. Numbers are pgbench's:
 transactions/s, events/s, and latency p50/p99 from its per-transaction log. The suite measures;
 it asserts nothing about speed.
 """
@@ -334,8 +335,12 @@ def main():
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # A run of some workloads only gets its own name, so that it never replaces a full run's file.
     partial = "" if only >= {"single", "contended", "batch", "load", "scale"} else "-" + "-".join(sorted(only))
-    name = "smoke.md" if args.smoke else f"{datetime.datetime.utcnow():%Y-%m-%d}{partial}.md"
+    now = datetime.datetime.utcnow()
+    name = "smoke.md" if args.smoke else f"{now:%Y-%m-%d}{partial}.md"
     path = os.path.join(HERE, "results", name)
+    if not args.smoke and os.path.exists(path):
+        # A second run of the same day keeps the first one's file (results are committed).
+        path = os.path.join(HERE, "results", f"{now:%Y-%m-%d}{partial}-{now:%H%M}.md")
     with open(path, "w") as f:
         f.write("\n".join(out))
     print(f"wrote {path}")
