@@ -197,15 +197,6 @@ def main():
     psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
     psql(f"CREATE DATABASE {DB}", db="postgres")
     psql_file(os.path.join(HERE, "setup.sql"))
-    # No autovacuum in the bench database: its workers started several times a run, on whichever
-    # variant was running. (A VACUUM before each run instead was worse: the pages it dirtied were
-    # written out during the next run, which halved the batch INSERT baseline.) The tables here are
-    # insert-only but for the streams rows, which HOT pruning keeps small.
-    psql("""DO $$DECLARE t regclass; BEGIN
-              FOR t IN SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                       WHERE c.relkind = 'r' AND n.nspname IN ('eventstore', 'baseline') LOOP
-                  EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = off, toast.autovacuum_enabled = off)', t);
-              END LOOP; END$$""")
     work = tempfile.mkdtemp(prefix="pg_eventstore_bench_")
     out = [f"# pg_eventstore benchmarks{' (smoke run: too short to mean anything)' if args.smoke else ''}", "",
            f"Run `{' '.join(['bench/run.sh'] + sys.argv[1:])}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC.",
@@ -222,6 +213,9 @@ def main():
         out.extend([f"## {title}", "", text, ""])
 
     only = set(args.only.split(","))
+    if only & {"load", "scale"}:
+        # The 1,000-event stream that both the load and the scale workloads read.
+        psql(f"SELECT eventstore.append_events('load-1000', 'Load', '{batch_json(1000)}')")
     stream = "'{p}-' || :client_id || '-' || :run"
 
     # 1. Single-event append, one event per transaction, 8 clients on distinct streams.
@@ -304,7 +298,6 @@ def main():
     # 4. Load: a 1,000-event stream, and a snapshot plus a tail of 20.
     if "load" in only:
         print("load", flush=True)
-        psql(f"SELECT eventstore.append_events('load-1000', 'Load', '{batch_json(1000)}')")
         psql("SELECT eventstore.take_snapshot('load-1000', 980, '{\"balance\": 42}')")
         cols = "sequence, event_type, event_version, payload, metadata, event_id, command_id, global_position, created_at"
         load = [
@@ -334,9 +327,6 @@ def main():
         rows = ["| events in store | append_event tx/s | p50 ms | p99 ms | load_stream (1,000) calls/s | p50 ms | p99 ms |",
                 "|---|---|---|---|---|---|---|"]
         first = None
-        if "load" not in only:
-            # The stream the load runs read; without it load_stream would return nothing, fast.
-            psql(f"SELECT eventstore.append_events('load-1000', 'Load', '{batch_json(1000)}')")
         for size in scale:
             fill(size)
             a = Variant("append", f"SELECT eventstore.append_event({stream.format(p=f'scale{size}')}, 'Bench', 'Tick', "
