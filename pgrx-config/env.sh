@@ -9,3 +9,12 @@ export PGRX_HOME=/var/lib/pg_eventstore/pgrx
 # pgrx's own test instance (cargo pgrx regress) listens on 28800 + major version.
 export PGRX_REGRESS_PORT=$((28800 + PG_MAJOR))
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# Gives this OS user a superuser role in a cluster (once); the arguments are a psql command that
+# reaches the cluster as a superuser.
+own_superuser_role() {
+    local me
+    me=$(id -un)
+    "$@" -XqAt -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$me') THEN
+        CREATE ROLE \"$me\" SUPERUSER LOGIN; END IF; END\$\$"
+}

@@ -6,13 +6,11 @@ if ! pg_lsclusters -h | grep -q "^$PG_MAJOR  *main .* online"; then
 fi
 # A server started before apt upgraded Postgres runs the old binary but loads the new libraries
 # (plpgsql.so then fails with an undefined symbol): restart it onto the installed version.
-running=$(sudo -u postgres psql -XqAt -d postgres -c "SHOW server_version")
-if [ "PostgreSQL $running" != "$("$PG_CONFIG" --version)" ]; then
-    echo "cluster: restarting Postgres $running onto $("$PG_CONFIG" --version)"
+running="PostgreSQL $(sudo -u postgres psql -XqAt -d postgres -c "SHOW server_version")"
+installed=$("$PG_CONFIG" --version)
+if [ "$running" != "$installed" ]; then
+    echo "cluster: restarting $running onto $installed"
     pg_ctlcluster "$PG_MAJOR" main restart
 fi
-me=$(id -un)
-sudo -u postgres psql -qAt -d postgres -c \
-    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$me') THEN
-        CREATE ROLE \"$me\" SUPERUSER LOGIN; END IF; END\$\$"
+own_superuser_role sudo -u postgres psql -d postgres
 export PGHOST=/var/run/postgresql

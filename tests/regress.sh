@@ -9,12 +9,9 @@ cd "$(dirname "$0")/.."
 # cargo pgrx regress checks whether its database exists by connecting as the OS user even with
 # --runas, so on a freshly initialised cluster (superuser: postgres) a root shell fails there. Give
 # this user a role first; stop the cluster again so that regress starts it with its own settings.
-me=$(id -un)
-if [ "$me" != postgres ]; then
+if [ "$(id -un)" != postgres ]; then
     cargo pgrx start "pg$PG_MAJOR" >/dev/null
-    "$PG_BIN/psql" -XqAt -h localhost -p "$PGRX_REGRESS_PORT" -U postgres -d template1 -c \
-        "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$me') THEN
-            CREATE ROLE \"$me\" SUPERUSER LOGIN; END IF; END\$\$"
+    own_superuser_role "$PG_BIN/psql" -h localhost -p "$PGRX_REGRESS_PORT" -U postgres -d template1
     cargo pgrx stop "pg$PG_MAJOR" >/dev/null
 fi
 cargo pgrx regress "pg$PG_MAJOR" --runas postgres --resetdb "$@"
