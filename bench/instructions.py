@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Instructions per call: the append workloads of bench/run.py counted by callgrind in a single-user
+backend, so that a change to the append path can be measured without the run-to-run noise of pgbench
+on this 2-core machine (±15% between runs; an instruction count repeats to within a fraction of a
+percent). Run through bench/instructions.sh, which installs the extension and valgrind first.
+
+Each variant runs twice from the same freshly set-up database, with n1 and n2 calls, each call its own
+transaction (`EXECUTE` of a statement prepared once, as pgbench -M prepared does); the difference
+divided by n2 - n1 is the cost of one call, commit included, with start-up and the first call's
+catalog lookups taken out. Appends go round-robin to 8 streams, like pgbench's 8 clients.
+
+What this does not see: waiting (WAL flush, locks), contention between sessions, the notifier (a
+single-user backend has no background workers, so the store runs with pg_eventstore.notify = off),
+and the client's side of the protocol. It is a measure of CPU work, not of throughput.
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from run import META, PAYLOAD, batch_json, machine
+
+BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+HERE = os.path.dirname(os.path.abspath(__file__))
+STREAM = "{p}-' || ($1 % 8) || '"
+SEQ = "$1 / 8 + 1"
+
+SINGLE = [
+    ("plain INSERT (postgres-es table)",
+     f"INSERT INTO baseline.events VALUES ('Bench', '{STREAM.format(p='ins')}', {SEQ}, 'Tick', '1', '{PAYLOAD}', '{META}')"),
+    ("plain INSERT (table of the store's shape)",
+     "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, payload, "
+     f"metadata, global_position, horizon_xid) SELECT '{STREAM.format(p='sins')}', {SEQ}, lpad(to_hex(p), 32, '0')::uuid, "
+     f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM nextval('baseline.store_shaped_position') AS p"),
+    ("PL/pgSQL append", f"SELECT baseline.append_event('{STREAM.format(p='plp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
+    ("append_event", f"SELECT eventstore.append_event('{STREAM.format(p='es')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
+]
+BATCH = [
+    ("multi-row INSERT of 100 (postgres-es table)",
+     f"INSERT INTO baseline.events SELECT 'Bench', '{STREAM.format(p='bins')}', ({SEQ}) * 100 + k, 'Tick', '1', "
+     f"'{PAYLOAD}', '{META}' FROM generate_series(0, 99) AS k"),
+    ("multi-row INSERT of 100 (table of the store's shape)",
+     "WITH r AS (SELECT k, nextval('baseline.store_shaped_position') AS p FROM generate_series(0, 99) AS k) "
+     "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, payload, "
+     f"metadata, global_position, horizon_xid) SELECT '{STREAM.format(p='bsins')}', ({SEQ}) * 100 + k, "
+     f"lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM r"),
+    ("append_events of 100", f"SELECT eventstore.append_events('{STREAM.format(p='bes')}', 'Bench', '{batch_json(100)}')"),
+]
+
+
+def single_user(datadir, sql, callgrind_out=None):
+    """Runs `sql` (statements separated by blank lines) in a single-user backend; returns its output."""
+    cmd = [os.path.join(BIN, "postgres"), "--single", "-D", datadir, "-j", "-c", "fsync=off", "bench"]
+    if callgrind_out:
+        cmd = ["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={callgrind_out}"] + cmd
+    out = subprocess.run(["sudo", "-u", "postgres"] + cmd, input=sql, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    if out.returncode != 0 or "ERROR:" in text:
+        sys.exit(f"single-user backend failed:\n{text[-3000:]}")
+    return text
+
+
+def instructions(template, statement, n, work):
+    datadir = os.path.join(work, "run")
+    shutil.rmtree(datadir, ignore_errors=True)
+    shutil.copytree(template, datadir, symlinks=True)
+    subprocess.run(["chown", "-R", "postgres", datadir], check=True)
+    calls = "\n\n".join(f"EXECUTE p({i});" for i in range(n))
+    out = os.path.join(work, "callgrind.out")
+    single_user(datadir, f"SET pg_eventstore.notify = off;\n\nPREPARE p(bigint) AS {statement};\n\n{calls}\n\n", out)
+    with open(out) as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
+    os.remove(out)
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", default="100,1100", help="n1,n2 single appends (batches: a fifth of each)")
+    ap.add_argument("--smoke", action="store_true", help="few calls, debug build: checks that it runs")
+    args = ap.parse_args()
+    n1, n2 = (int(x) for x in ("5,15" if args.smoke else args.calls).split(","))
+
+    work = tempfile.mkdtemp(prefix="pg_eventstore_instr_")
+    shutil.chown(work, "postgres")
+    template = os.path.join(work, "template")
+    subprocess.run(["sudo", "-u", "postgres", os.path.join(BIN, "initdb"), "-D", template, "-A", "trust"],
+                   check=True, capture_output=True)
+    subprocess.run(["sudo", "-u", "postgres", os.path.join(BIN, "postgres"), "--single", "-D", template, "-j",
+                    "postgres"], input="CREATE DATABASE bench;\n\n", check=True, capture_output=True, text=True)
+    with open(os.path.join(HERE, "setup.sql")) as f:
+        single_user(template, f.read())
+
+    lines = []
+    for title, variants, per, scale in (("Single-event append (one event per transaction)", SINGLE, "call", 1),
+                                       ("Batch append (100 events per transaction)", BATCH, "event", 5)):
+        a, b = max(1, n1 // scale), max(2, n2 // scale)
+        counts = []
+        for name, statement in variants:
+            per_call = (instructions(template, statement, b, work) - instructions(template, statement, a, work)) / (b - a)
+            per_unit = per_call / (100 if per == "event" else 1)
+            counts.append((name, per_unit))
+            print(f"  {name}: {per_unit:,.0f} instructions per {per}", flush=True)
+        base = counts[0][1]
+        lines += [f"## {title}", "", f"| variant | instructions per {per} | × {counts[0][0]} (inverse: work ratio) |",
+                  "|---|---|---|"]
+        lines += [f"| {name} | {n:,.0f} | {base / n:.2f} |" for name, n in counts]
+        lines.append("")
+    shutil.rmtree(work, ignore_errors=True)
+
+    now = datetime.datetime.utcnow()
+    head = [f"# pg_eventstore: instructions per append{' (smoke run)' if args.smoke else ''}", "",
+            f"Run `bench/instructions.sh{' --smoke' if args.smoke else ''}` on {now:%Y-%m-%d %H:%M} UTC. "
+            f"Machine: {machine()}. callgrind instruction counts in a single-user backend (fsync off, "
+            f"pg_eventstore.notify off), per call: the difference between {n1} and {n2} calls "
+            "(batches: a fifth of that), each its own transaction. The ratio column is the baseline's "
+            "instructions over the variant's: 1.00 is as cheap as the plain INSERT.", ""]
+    path = os.path.join(HERE, "results", "instructions-smoke.md" if args.smoke else f"{now:%Y-%m-%d-%H%M}-instructions.md")
+    with open(path, "w") as f:
+        f.write("\n".join(head + lines))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
