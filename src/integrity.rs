@@ -289,13 +289,38 @@ fn position_sequence() -> pg_sys::Oid {
     })
 }
 
+thread_local! {
+    /// The store's relations by name, looked up once per backend (two syscache lookups each, for
+    /// each of the three relations an append opens); direct.rs's relcache callback calls
+    /// `forget_relids` so that a dropped or renamed relation is looked up again.
+    static RELIDS: std::cell::RefCell<Vec<(&'static std::ffi::CStr, pg_sys::Oid)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The oid of one of the store's relations, looked up by name in schema eventstore.
-pub(crate) fn store_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
-    unsafe {
-        let ns = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
-        let relid = pg_sys::get_relname_relid(name.as_ptr(), ns);
-        (relid != pg_sys::InvalidOid).then_some(relid)
+pub(crate) fn store_relid(name: &'static std::ffi::CStr) -> Option<pg_sys::Oid> {
+    if let Some(relid) = RELIDS.with(|r| r.borrow().iter().find(|(n, _)| *n == name).map(|&(_, o)| o)) {
+        return Some(relid);
     }
+    let relid = unsafe {
+        let ns = pg_sys::get_namespace_oid(c"eventstore".as_ptr(), false);
+        pg_sys::get_relname_relid(name.as_ptr(), ns)
+    };
+    if relid == pg_sys::InvalidOid {
+        return None;
+    }
+    RELIDS.with(|r| r.borrow_mut().push((name, relid)));
+    Some(relid)
+}
+
+/// Forgets the cached oid `relid` (all of them for InvalidOid); true if it was the streams table's.
+/// Runs inside invalidation processing: must not raise.
+pub(crate) fn forget_relids(relid: pg_sys::Oid) -> bool {
+    RELIDS.with(|r| {
+        let Ok(mut r) = r.try_borrow_mut() else { return true };
+        let streams = relid == pg_sys::InvalidOid || r.iter().any(|&(n, o)| o == relid && n == c"streams");
+        r.retain(|&(_, o)| relid != pg_sys::InvalidOid && o != relid);
+        streams
+    })
 }
 
 static TYPE_THRESHOLD: Stmt = Stmt {

@@ -27,6 +27,7 @@ mod verify;
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     feed::init();
+    direct::init();
     notifier::init();
 }
 

@@ -102,6 +102,7 @@ thread_local! {
     static CACHED_PID: Cell<Option<i32>> = const { Cell::new(None) };
     static NEXT_LOOKUP: Cell<Option<Instant>> = const { Cell::new(None) };
     static NEXT_START: Cell<Option<Instant>> = const { Cell::new(None) };
+    static NOTIFIER_PROC: Cell<Option<*mut pg_sys::PGPROC>> = const { Cell::new(None) };
 }
 
 const LOOKUP_INTERVAL: Duration = Duration::from_millis(100);
@@ -145,8 +146,14 @@ pub fn rely() -> Option<i32> {
 pub fn done(pid: i32, committed: bool) {
     if committed {
         unsafe {
-            let proc_ = pg_sys::BackendPidGetProc(pid);
+            // PGPROC slots stay where they are in shared memory, so the notifier's is kept from one
+            // commit to the next; looking it up takes ProcArrayLock, which every commit takes
+            // exclusively. A slot that has since gone to another process shows another pid; a
+            // latch set on the wrong process would only wake it for nothing.
+            let cached = NOTIFIER_PROC.get().filter(|&p| (*p).pid == pid);
+            let proc_ = cached.unwrap_or_else(|| pg_sys::BackendPidGetProc(pid));
             if !proc_.is_null() {
+                NOTIFIER_PROC.set(Some(proc_));
                 pg_sys::SetLatch(&mut (*proc_).procLatch);
             }
         }

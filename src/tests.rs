@@ -23,6 +23,61 @@ mod tests {
         assert_eq!(one_i64("SELECT count(*) FROM eventstore.load_stream('t-1', 2, 2)"), 2);
     }
 
+    /// An append finds its stream's row through the TID this backend wrote last; whatever is at a
+    /// remembered TID that is not the row's visible version sends it through the index instead.
+    #[pg_test]
+    fn a_stream_row_is_found_again_by_its_tid_and_never_by_a_wrong_one() {
+        use pgrx::pg_sys::{BlockIdData, ItemPointerData};
+        let tid = |block: u32, offset: u16| ItemPointerData {
+            ip_blkid: BlockIdData { bi_hi: (block >> 16) as u16, bi_lo: block as u16 },
+            ip_posid: offset,
+        };
+        let versions = || -> (i64, i64) {
+            (one_i64("SELECT version FROM eventstore.streams WHERE stream_id = 't-tid-a'"),
+             one_i64("SELECT version FROM eventstore.streams WHERE stream_id = 't-tid-b'"))
+        };
+        let append = |s: &str| one_i64(&format!("SELECT eventstore.append_event('{s}', 'T', 'A', '{{}}')"));
+        // a stream's first append creates its row with SQL; the second finds it and remembers where
+        for s in ["t-tid-a", "t-tid-a", "t-tid-b", "t-tid-b"] {
+            append(s);
+        }
+        assert!(crate::direct::remembered_stream("t-tid-a").is_some(), "the append did not remember its row");
+        // another stream's row
+        crate::direct::remember_stream("t-tid-a", crate::direct::remembered_stream("t-tid-b").unwrap());
+        assert_eq!(append("t-tid-a"), 3);
+        assert_eq!(versions(), (3, 2));
+        // past the end of the table, past the last item of a page
+        crate::direct::remember_stream("t-tid-a", tid(100_000, 1));
+        assert_eq!(append("t-tid-a"), 4);
+        crate::direct::remember_stream("t-tid-a", tid(0, 1000));
+        assert_eq!(append("t-tid-a"), 5);
+        // a version that SQL has replaced since (set_snapshot_threshold updates the rows of a type)
+        Spi::run("SELECT eventstore.set_snapshot_threshold('T', 50)").unwrap();
+        assert_eq!(append("t-tid-a"), 6);
+        assert_eq!(versions(), (6, 2));
+        assert_eq!(one_i64("SELECT snapshot_threshold FROM eventstore.streams WHERE stream_id = 't-tid-a'"), 50);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.verify()"), 0);
+    }
+
+    #[pg_test]
+    fn generated_ids_are_uuid_v7_with_the_current_time() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let (a, b) = (crate::append::new_v7(), crate::append::new_v7());
+        for id in [a, b] {
+            let u = uuid::Uuid::from_u128(id);
+            assert_eq!(u.get_version_num(), 7, "{u}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{u}");
+            let ms = id >> 80;
+            assert!(ms + 1000 >= now && ms <= now + 1000, "{u}: {ms} is not about {now}");
+        }
+        assert_ne!(a, b);
+        Spi::run("SELECT eventstore.append_events('t-ids', 'T', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')").unwrap();
+        let ordered = Spi::get_one::<bool>(
+            "SELECT bool_and(substr(event_id::text, 15, 1) = '7') AND (array_agg(event_id ORDER BY sequence))[1] < (array_agg(event_id ORDER BY sequence))[2] FROM eventstore.events WHERE stream_id = 't-ids'",
+        );
+        assert_eq!(ordered, Ok(Some(true)));
+    }
+
     #[pg_test]
     fn statements_are_planned_once() {
         Spi::run("SELECT eventstore.append_event('t-plan', 'T', 'A', '{}')").unwrap();
