@@ -18,8 +18,11 @@ run() {
 run pg_test bash tests/pgtest.sh
 run regress bash tests/regress.sh
 run client bash tests/client.sh
+rm -f bench/results/smoke.md bench/results/instructions-smoke.md
 # The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
 run bench_smoke bash bench/run.sh --smoke
+# The instruction counts (callgrind) in smoke mode: a few calls per workload, to show the harness runs.
+run instructions_smoke bash bench/instructions.sh --smoke
 
 strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
 passed=0; failed=0
@@ -32,7 +35,8 @@ passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
 rm -rf "$log"
 
 echo
-echo "pg_eventstore tests: pg_test + pg_regress + client (benchmark smoke run: $( [ -f bench/results/smoke.md ] && echo ok || echo missing))"
+smoke() { [ -f "bench/results/$1" ] && echo ok || echo missing; }
+echo "pg_eventstore tests: pg_test + pg_regress + client (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md))"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status
