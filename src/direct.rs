@@ -49,7 +49,7 @@ struct Shape {
 
 thread_local! {
     static SHAPES: RefCell<HashMap<Oid, Rc<Shape>>> = RefCell::new(HashMap::new());
-    /// Where this backend last wrote each stream's row (see `find_stream`).
+    /// Where this backend last wrote each stream's row (see `fetch_stream`).
     static STREAM_TIDS: RefCell<HashMap<Vec<u8>, pg_sys::ItemPointerData>> = RefCell::new(HashMap::new());
 }
 
@@ -84,13 +84,12 @@ pub fn init() {
 /// when index entries are written (a HOT update of a stream row writes none).
 struct Table {
     rel: pg_sys::Relation,
-    shape: Rc<Shape>,
     indexes: Option<(*mut pg_sys::EState, *mut pg_sys::ResultRelInfo)>,
 }
 
 impl Table {
-    /// Opens the table; `shape` works out its Shape when none is cached.
-    fn open(name: &'static CStr, shape: impl FnOnce(&mut Table) -> Shape) -> Table {
+    /// Opens the table, with its Shape; `shape` works that out when none is cached.
+    fn open(name: &'static CStr, shape: impl FnOnce(&mut Table) -> Shape) -> (Table, Rc<Shape>) {
         unsafe {
             if pg_sys::XactReadOnly {
                 // What the executor says for an INSERT or UPDATE in a read-only transaction.
@@ -104,14 +103,14 @@ impl Table {
             });
             // Taking the lock processes pending invalidations, so a cached shape read after it is current.
             let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
+            let mut t = Table { rel, indexes: None };
             let cached = SHAPES.with(|s| s.borrow().get(&relid).cloned());
-            let mut t = Table { rel, shape: Rc::new(Shape { cols: None, pkey: pg_sys::InvalidOid }), indexes: None };
-            t.shape = cached.unwrap_or_else(|| {
+            let shape = cached.unwrap_or_else(|| {
                 let built = Rc::new(shape(&mut t));
                 SHAPES.with(|s| s.borrow_mut().insert(relid, built.clone()));
                 built
             });
-            t
+            (t, shape)
         }
     }
 
@@ -231,12 +230,11 @@ impl Table {
 /// insert, then their index entries, checking uniqueness as an INSERT would. None: the table is
 /// not plain, nothing was written.
 pub fn insert_events(rows: &[EventValues]) -> Option<()> {
-    let mut t = Table::open(c"events", |t| {
+    let (mut t, shape) = Table::open(c"events", |t| {
         let cols: Option<Vec<usize>> = EVENT_COLUMNS.iter().map(|(n, typ)| t.column(n, *typ)).collect();
         let cols = cols.filter(|c| t.live_columns() == c.len() && t.plain(pg_sys::TRIGGER_TYPE_INSERT, c"events_guard"));
         Shape { cols, pkey: pg_sys::InvalidOid }
     });
-    let shape = t.shape.clone();
     let Some(cols) = shape.cols.as_ref().filter(|_| t.allowed(pg_sys::ACL_INSERT)) else {
         t.close();
         return None;
@@ -273,7 +271,7 @@ pub fn insert_events(rows: &[EventValues]) -> Option<()> {
 /// stream id as text. Returns the new version and the stream's type; Some(None) when the stream
 /// does not exist; None when the table is not plain and nothing was written.
 pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i64, String)>> {
-    let mut t = Table::open(c"streams", |t| {
+    let (mut t, shape) = Table::open(c"streams", |t| {
         let cols = [
             t.column(c"stream_id", pg_sys::TEXTOID),
             t.column(c"version", pg_sys::INT8OID),
@@ -286,7 +284,6 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i6
         });
         Shape { cols, pkey }
     });
-    let shape = t.shape.clone();
     let Some(&[id_col, version_col, type_col]) =
         shape.cols.as_deref().filter(|_| t.allowed(pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE))
     else {
