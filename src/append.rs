@@ -227,9 +227,16 @@ fn empty_object() -> Datum {
     pgrx::JsonB(serde_json::json!({})).into_datum().unwrap()
 }
 
-static ENSURE_STREAM: Stmt = Stmt {
-    sql: "INSERT INTO eventstore.streams (stream_id, stream_type) VALUES ($1, $2) ON CONFLICT (stream_id) DO NOTHING",
-    args: &[pg_sys::TEXTOID, pg_sys::TEXTOID],
+static BUMP: Stmt = Stmt {
+    sql: "UPDATE eventstore.streams SET version = version + $2 WHERE stream_id = $1 RETURNING version, stream_type",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+// Without ON CONFLICT, which Postgres refuses on a table with rules: a race to create the stream
+// is caught instead (`create_with_sql`).
+static INSERT_STREAM: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.streams (stream_id, stream_type, version) VALUES ($1, $2, $3) RETURNING version, stream_type",
+    args: &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT8OID],
 };
 
 static LOCK_STREAM: Stmt = Stmt {
@@ -243,16 +250,6 @@ static FIND_IDS: Stmt = Stmt {
     args: &[pg_sys::UUIDARRAYOID],
 };
 
-static BUMP: Stmt = Stmt {
-    sql: "UPDATE eventstore.streams SET version = version + $2 WHERE stream_id = $1 RETURNING version, stream_type",
-    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
-};
-
-static CREATE: Stmt = Stmt {
-    sql: "INSERT INTO eventstore.streams AS s (stream_id, stream_type, version) VALUES ($1, $3, $2) \
-          ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $2 RETURNING version, stream_type",
-    args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::TEXTOID],
-};
 
 static INSERT_ONE: Stmt = Stmt {
     sql: "INSERT INTO eventstore.events (stream_id, sequence, event_id, stream_type, event_type, event_version, \
@@ -303,11 +300,7 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
 
     if events.iter().any(|e| e.id.is_some()) {
         let s = spi.insert(Spi::connect());
-        let sid = Some(t.stream_id_datum);
-        // An empty stream row first, so that two first appends with the same ids queue on one lock.
-        s.run(&ENSURE_STREAM, &[sid, Some(t.stream_type_datum)], false);
-        let locked = s.run(&LOCK_STREAM, &[sid], false);
-        let stream_type = locked.text(0, 2).unwrap_or_default();
+        let stream_type = lock_stream(s, t);
         if stream_type != t.stream_type {
             integrity::stream_type_mismatch(&t.stream_id, &stream_type, &t.stream_type);
         }
@@ -330,9 +323,9 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
 
     let first = before + 1;
     let (positions, horizon) = integrity::take_positions(events.len());
-    crate::feed::note_append(&t.stream_type, *positions.last().unwrap());
+    crate::notifier::note_append(&t.stream_type, *positions.last().unwrap(), integrity::store_owner());
     let ids = event_ids(events);
-    let direct = t.command_id.is_none() && {
+    let direct = {
         let created_at = Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
         let rows: Vec<direct::EventValues> = events
             .iter()
@@ -347,14 +340,14 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
                     Some(Datum::from(e.version)),
                     Some(e.payload),
                     Some(e.metadata),
-                    None,
+                    t.command_id,
                     Some(Datum::from(positions[i])),
                     Some(Datum::from(horizon)),
                     Some(created_at),
                 ]
             })
             .collect();
-        direct::insert_events(&rows).is_some()
+        direct::insert_events(&rows, t.command_id).is_some()
     };
     if !direct {
         let spi = spi.get_or_insert_with(Spi::connect);
@@ -369,21 +362,57 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
 /// Bumps the stream's version by `k` under its row lock, creating the stream on its first events;
 /// returns the new version and the stream's type.
 fn bump(spi: &mut Option<Spi>, t: &Target, k: i64) -> (i64, String) {
-    if let Some(Some(bumped)) = direct::bump_stream(t.stream_id_datum, &t.stream_id, k) {
-        return bumped;
+    if let Some(direct::Bumped::Done(version, stream_type)) =
+        direct::bump_stream(t.stream_id_datum, &t.stream_id, k, Some(t.stream_type_datum))
+    {
+        return (version, stream_type);
     }
     let spi = spi.get_or_insert_with(Spi::connect);
-    let sid = Some(t.stream_id_datum);
     let _g = integrity::grant(&t.stream_id, 0, -1, k);
-    let mut rows = spi.run(&BUMP, &[sid, Some(Datum::from(k))], false);
-    if rows.len() != 1 {
-        rows = spi.run(&CREATE, &[sid, Some(Datum::from(k)), Some(t.stream_type_datum)], false);
+    for attempt in 0.. {
+        let rows = spi.run(&BUMP, &[Some(t.stream_id_datum), Some(Datum::from(k))], false);
+        if rows.len() == 1 {
+            return (rows.i64(0, 1).unwrap(), rows.text(0, 2).unwrap_or_default());
+        }
+        if let Some(created) = create_with_sql(spi, t, k, attempt == 0) {
+            return created;
+        }
     }
-    (rows.i64(0, 1).unwrap(), rows.text(0, 2).unwrap_or_default())
+    unreachable!()
 }
 
-/// The INSERT statement, for events with a command (whose foreign key the statement checks) or a
-/// table that `direct` leaves alone; the events trigger lets exactly these rows through.
+/// Creates the stream's row at `version` with the SQL statement. A concurrent creation of the
+/// same stream makes it None when `catch` (the caller then updates that row instead); the second
+/// time the error is not caught, so a unique violation that is not that race reaches the client.
+fn create_with_sql(spi: &Spi, t: &Target, version: i64, catch: bool) -> Option<(i64, String)> {
+    let insert = || {
+        let rows = spi.run(&INSERT_STREAM, &[Some(t.stream_id_datum), Some(t.stream_type_datum), Some(Datum::from(version))], false);
+        (rows.i64(0, 1).unwrap(), rows.text(0, 2).unwrap_or_default())
+    };
+    if catch {
+        crate::spi::unless_error(Code::ERRCODE_UNIQUE_VIOLATION, insert)
+    } else {
+        Some(insert())
+    }
+}
+
+/// Locks the stream's row for the event id lookup, creating it empty (version 0) first if it is
+/// new, so that two first appends with the same ids queue on one lock. Returns the stream's type.
+fn lock_stream(spi: &Spi, t: &Target) -> String {
+    for attempt in 0.. {
+        let locked = spi.run(&LOCK_STREAM, &[Some(t.stream_id_datum)], false);
+        if locked.len() == 1 {
+            return locked.text(0, 2).unwrap_or_default();
+        }
+        if direct::bump_stream(t.stream_id_datum, &t.stream_id, 0, Some(t.stream_type_datum)).is_none() {
+            create_with_sql(spi, t, 0, attempt == 0);
+        }
+    }
+    unreachable!()
+}
+
+/// The INSERT statement, for a table that `direct` leaves alone; the events trigger lets exactly
+/// these rows through.
 #[allow(clippy::too_many_arguments)]
 fn insert_with_sql(spi: &Spi, t: &Target, events: &[NewEvent], first: i64, version: i64, ids: &[Datum], positions: &[i64], horizon: u64) {
     let sid = Some(t.stream_id_datum);

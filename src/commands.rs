@@ -5,6 +5,74 @@ use crate::fcall::Args;
 use crate::spi::{return_rows, Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::IntoDatum;
+use std::cell::RefCell;
+
+thread_local! {
+    /// The commands this transaction recorded, each with the subtransaction that recorded it.
+    static RECORDED: RefCell<Vec<([u8; 16], pg_sys::SubTransactionId)>> = const { RefCell::new(Vec::new()) };
+}
+
+pub fn init() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(forget_recorded), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(forget_recorded_sub), std::ptr::null_mut());
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget_recorded(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_ABORT) {
+        RECORDED.with(|r| r.borrow_mut().clear());
+    }
+}
+
+/// A subtransaction that rolls back takes the commands it (or one inside it) recorded with it;
+/// every subtransaction that began after it is inside it, so those are the ones with its id or a
+/// later one.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn forget_recorded_sub(
+    event: pg_sys::SubXactEvent::Type,
+    sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        RECORDED.with(|r| r.borrow_mut().retain(|&(_, s)| s < sub));
+    }
+}
+
+fn uuid_bytes(d: Datum) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16) });
+    b
+}
+
+static LOCK_COMMAND: Stmt = Stmt {
+    sql: "SELECT 1 FROM ONLY eventstore.commands x WHERE command_id = $1 FOR KEY SHARE OF x",
+    args: &[pg_sys::UUIDOID],
+};
+
+/// The foreign key of an event written directly to its command, checked as the executor's
+/// foreign key trigger does it: the command must exist, and it is locked against deletion until
+/// the transaction ends. A command this transaction recorded itself (and has not rolled back)
+/// cannot go away before it commits, nor be seen by anyone else: no lookup.
+pub fn check_for_event(command_id: Datum) {
+    let id = uuid_bytes(command_id);
+    if RECORDED.with(|r| r.borrow().iter().any(|(c, _)| *c == id)) {
+        return;
+    }
+    let spi = Spi::connect();
+    let found = spi.run(&LOCK_COMMAND, &[Some(command_id)], false).len() == 1;
+    spi.finish();
+    if !found {
+        errors::raise_detail(
+            Code::ERRCODE_FOREIGN_KEY_VIOLATION,
+            "insert or update on table \"events\" violates foreign key constraint \"events_command_id_fkey\"".into(),
+            format!("Key (command_id)=({}) is not present in table \"commands\".", uuid::Uuid::from_bytes(id)),
+        );
+    }
+}
 
 /// command_id, command_type, payload, stream_id, user_id, caused_by_stream_id, caused_by_sequence
 const COMMAND_ARGS: &[pg_sys::Oid] = &[
@@ -20,7 +88,7 @@ const COMMAND_ARGS: &[pg_sys::Oid] = &[
 static INSERT_COMMAND: Stmt = Stmt {
     sql: "INSERT INTO eventstore.commands (command_id, command_type, payload, stream_id, user_id, \
                                           caused_by_stream_id, caused_by_sequence) \
-          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (command_id) DO NOTHING",
+          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     args: COMMAND_ARGS,
 };
 
@@ -46,12 +114,15 @@ fn record_command(args: Args) -> Datum {
     if caused_by_stream.is_some() != caused_by_sequence.is_some() {
         errors::invalid("caused_by_stream_id and caused_by_sequence must be given together".into());
     }
-    let id = match args.opt_datum(6) {
+    let given = args.opt_datum(6);
+    let id = match given {
         Some(d) => unsafe { <pgrx::Uuid as pgrx::FromDatum>::from_datum(d, false) }.unwrap(),
-        None => pgrx::Uuid::from_bytes(*uuid::Uuid::new_v4().as_bytes()),
+        // time-ordered like event ids: new ids land at the right end of the primary key
+        None => pgrx::Uuid::from_bytes(crate::append::new_v7().to_be_bytes()),
     };
+    let id_datum = id.into_datum();
     let values = [
-        id.into_datum(),
+        id_datum,
         Some(command_type),
         Some(payload),
         stream_id,
@@ -59,9 +130,38 @@ fn record_command(args: Args) -> Datum {
         caused_by_stream,
         caused_by_sequence.map(Datum::from),
     ];
-    let spi = Spi::connect();
-    spi.run(&INSERT_COMMAND, &values, false);
-    if unsafe { pg_sys::SPI_processed } == 0 {
+    let direct = crate::direct::insert_command(given.is_some(), || {
+        let correlation = match (caused_by_stream, caused_by_sequence) {
+            (Some(s), Some(q)) => causing_correlation(s, q).or(id_datum),
+            _ => id_datum,
+        };
+        let created_at = Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+        let [a, b, c, d, e, f, g] = values;
+        [a, b, c, d, e, f, g, correlation, Some(created_at)]
+    });
+    let inserted = match direct {
+        Some(inserted) => inserted,
+        None => {
+            // No ON CONFLICT, which Postgres refuses on a table with rules: a given id that exists
+            // already is a unique violation, caught.
+            let spi = Spi::connect();
+            let insert = || spi.run(&INSERT_COMMAND, &values, false).len();
+            let inserted = match given {
+                Some(_) => crate::spi::unless_error(Code::ERRCODE_UNIQUE_VIOLATION, insert).is_some(),
+                None => {
+                    insert();
+                    true
+                }
+            };
+            spi.finish();
+            inserted
+        }
+    };
+    if inserted {
+        let sub = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        RECORDED.with(|r| r.borrow_mut().push((*id.as_bytes(), sub)));
+    } else {
+        let spi = Spi::connect();
         let same = spi.run(&SAME_COMMAND, &values, false);
         if same.bool(0, 1) != Some(true) {
             errors::raise_detail(
@@ -70,9 +170,30 @@ fn record_command(args: Args) -> Datum {
                 "A command id may be reused only to retry exactly the same command.".into(),
             );
         }
+        spi.finish();
     }
+    id_datum.unwrap()
+}
+
+static CAUSING_EVENT: Stmt = Stmt {
+    sql: "SELECT c.correlation_id FROM eventstore.events e \
+          LEFT JOIN eventstore.commands c ON c.command_id = e.command_id \
+          WHERE e.stream_id = $1 AND e.sequence = $2 FOR KEY SHARE OF e",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+/// The correlation id a command caused by this event gets (its command's correlation id; None
+/// when the event has no command); the event is locked as the foreign key's check locks it.
+fn causing_correlation(stream_id: Datum, sequence: i64) -> Option<Datum> {
+    let spi = Spi::connect();
+    let rows = spi.run(&CAUSING_EVENT, &[Some(stream_id), Some(Datum::from(sequence))], false);
+    if rows.len() == 0 {
+        let sid = unsafe { <String as pgrx::FromDatum>::from_datum(stream_id, false) }.unwrap_or_default();
+        errors::raise(Code::ERRCODE_FOREIGN_KEY_VIOLATION, format!("causing event {sid}#{sequence} does not exist"));
+    }
+    let correlation = rows.datum(0, 1).map(|d| unsafe { pg_sys::SPI_datumTransfer(d, false, 16) });
     spi.finish();
-    id.into_datum().unwrap()
+    correlation
 }
 
 static CAUSATION_CHAIN: Stmt = Stmt {

@@ -1,54 +1,57 @@
 //! The store's own writes, done the way COPY does them: straight into the heap and its indexes,
-//! without planning and starting an executor for each statement. Profiles of append_event showed
-//! the two SPI statements it used (bump the stream's version, insert the event) at about 40% of its
-//! CPU, most of it executor start-up, the streams trigger's row lock and the after-trigger queue;
-//! the heap and index work itself was under a third of that.
+//! without planning and starting an executor for each statement. The SQL statements an append
+//! needs (bump or create the stream row, insert the events, check the command's foreign key) cost
+//! far more than the heap and index work itself (bench/README.md: instructions per append).
 //!
 //! Only the store's functions come here, after they have checked everything the tables' triggers
-//! would check. Each write first looks at its table: if it has anything the store did not put there
-//! (another enabled trigger, a CHECK constraint, another column, row-level security, a deferrable
-//! index) it writes nothing and returns `None`, and the caller runs the SQL statement instead, so a
-//! user's addition to the tables is never bypassed.
+//! would check. A table is written directly only while its whole definition — columns with their
+//! types, defaults and NOT NULL, constraints, indexes, triggers and their functions, rules,
+//! policies, publications, inheritance, access method, and no Citus in the database — is exactly
+//! the one the extension created (`sql/table_definition.sql` against
+//! `sql/table_definition.expected`). Anything else, whatever it is, and the caller runs the SQL
+//! statement instead; the executor then does every duty a user's change brings with it.
 
 use crate::errors::{self, Code};
+use crate::spi::{Spi, Stmt};
 use pgrx::pg_guard;
 use pgrx::pg_sys::{self, Datum, Oid};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::rc::Rc;
 
 /// The events columns the store writes, in the order `insert_events` takes their values.
-pub const EVENT_COLUMNS: [(&CStr, Oid); 12] = [
-    (c"stream_id", pg_sys::TEXTOID),
-    (c"sequence", pg_sys::INT8OID),
-    (c"event_id", pg_sys::UUIDOID),
-    (c"stream_type", pg_sys::TEXTOID),
-    (c"event_type", pg_sys::TEXTOID),
-    (c"event_version", pg_sys::INT4OID),
-    (c"payload", pg_sys::JSONBOID),
-    (c"metadata", pg_sys::JSONBOID),
-    (c"command_id", pg_sys::UUIDOID),
-    (c"global_position", pg_sys::INT8OID),
-    (c"horizon_xid", pg_sys::XID8OID),
-    (c"created_at", pg_sys::TIMESTAMPTZOID),
+pub const EVENT_COLUMNS: [&CStr; 12] = [
+    c"stream_id",
+    c"sequence",
+    c"event_id",
+    c"stream_type",
+    c"event_type",
+    c"event_version",
+    c"payload",
+    c"metadata",
+    c"command_id",
+    c"global_position",
+    c"horizon_xid",
+    c"created_at",
 ];
 
 pub type EventValues = [Option<Datum>; 12];
 
-/// What a store table's definition allows, worked out once per backend: the positions of the
-/// columns the direct path writes, or None when the table is not plain (then the store uses SQL),
-/// and for streams its primary key. Any relcache invalidation of the table forgets it (a new
-/// trigger, column, constraint, index or policy, a rewrite all send one), and so do invalidations
-/// of everything (`forget`). Working this out on every append was about 5% of a single append's
-/// instructions (bench/instructions.sh).
+const STREAM_COLUMNS: [&CStr; 5] = [c"stream_id", c"stream_type", c"version", c"snapshot_threshold", c"created_at"];
+
+/// What a store table's definition allows, worked out once per backend: None when the table is
+/// not exactly the store's (then the store uses SQL), otherwise the attribute numbers of the
+/// columns the direct path writes and the table's primary key.
 struct Shape {
-    cols: Option<Vec<usize>>,
+    cols: Vec<usize>,
     pkey: Oid,
 }
 
 thread_local! {
-    static SHAPES: RefCell<HashMap<Oid, Rc<Shape>>> = RefCell::new(HashMap::new());
+    static SHAPES: RefCell<HashMap<Oid, Option<Rc<Shape>>>> = RefCell::new(HashMap::new());
+    /// Counts invalidations, so that a shape worked out while one arrived is not kept.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
     /// Where this backend last wrote each stream's row (see `fetch_stream`).
     static STREAM_TIDS: RefCell<HashMap<Vec<u8>, pg_sys::ItemPointerData>> = RefCell::new(HashMap::new());
 }
@@ -61,6 +64,7 @@ const MAX_STREAM_TIDS: usize = 1024;
 /// every relation when it is InvalidOid. Must not raise: it runs while invalidations are processed.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
+    GENERATION.set(GENERATION.get() + 1);
     SHAPES.with(|s| {
         if let Ok(mut s) = s.try_borrow_mut() {
             if relid == pg_sys::InvalidOid { s.clear() } else { s.remove(&relid); }
@@ -76,8 +80,71 @@ unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
     }
 }
 
+/// A function changed (a trigger function replaced by CREATE OR REPLACE, say): its tables send no
+/// relcache invalidation, so forget every shape.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_all(_arg: Datum, _cacheid: i32, _hash: u32) {
+    GENERATION.set(GENERATION.get() + 1);
+    SHAPES.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.clear();
+        }
+    });
+}
+
 pub fn init() {
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget), Datum::from(0)) };
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(Some(forget), Datum::from(0));
+        pg_sys::CacheRegisterSyscacheCallback(pg_sys::SysCacheIdentifier::PROCOID as i32, Some(forget_all), Datum::from(0));
+    }
+}
+
+static TABLE_DEFINITION: Stmt = Stmt { sql: include_str!("../sql/table_definition.sql"), args: &[pg_sys::OIDOID] };
+
+/// The definition of a store table as `sql/table_definition.sql` writes it.
+pub(crate) fn definition(relid: Oid) -> String {
+    let spi = Spi::connect();
+    let text = spi.run(&TABLE_DEFINITION, &[Some(Datum::from(relid))], true).text(0, 1).unwrap_or_default();
+    spi.finish();
+    text
+}
+
+/// The definition the extension gives `table`.
+pub(crate) fn expected_definition(table: &str) -> &'static str {
+    let all = include_str!("../sql/table_definition.expected");
+    let header = format!("# {table}\n");
+    let start = all.find(&header).map(|i| i + header.len()).unwrap_or(all.len());
+    let end = all[start..].find("\n# ").map_or(all.len(), |i| start + i);
+    all[start..end].trim_end()
+}
+
+/// The table's Shape if its definition is exactly the store's, worked out once per backend.
+fn shape_of(rel: pg_sys::Relation, table: &'static CStr, columns: &[&CStr]) -> Option<Rc<Shape>> {
+    let relid = unsafe { (*rel).rd_id };
+    if let Some(cached) = SHAPES.with(|s| s.borrow().get(&relid).cloned()) {
+        return cached;
+    }
+    let generation = GENERATION.get();
+    let name = table.to_str().unwrap();
+    let shape = (definition(relid) == expected_definition(name)).then(|| {
+        let cols = columns.iter().map(|c| column(rel, c).expect("the store's definition has the column")).collect();
+        Rc::new(Shape { cols, pkey: unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) } })
+    });
+    if GENERATION.get() == generation {
+        SHAPES.with(|s| s.borrow_mut().insert(relid, shape.clone()));
+    }
+    shape
+}
+
+/// The position of the column named `name` in the table's tuple descriptor.
+fn column(rel: pg_sys::Relation, name: &CStr) -> Option<usize> {
+    unsafe {
+        let desc = (*rel).rd_att;
+        (0..(*desc).natts as usize).find(|&i| {
+            let a = &*(*desc).attrs.as_ptr().add(i);
+            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name
+        })
+    }
 }
 
 /// A store table opened for writing; the executor state for maintaining its indexes is made only
@@ -88,29 +155,32 @@ struct Table {
 }
 
 impl Table {
-    /// Opens the table, with its Shape; `shape` works that out when none is cached.
-    fn open(name: &'static CStr, shape: impl FnOnce(&mut Table) -> Shape) -> (Table, Rc<Shape>) {
+    /// Opens the table and returns it with its Shape, or None (and closes it again) when its
+    /// definition is not exactly the store's or the current user could not write it with SQL.
+    fn open(name: &'static CStr, columns: &[&CStr], needed: u32) -> Option<(Table, Rc<Shape>)> {
         unsafe {
             if pg_sys::XactReadOnly {
                 // What the executor says for an INSERT or UPDATE in a read-only transaction.
                 pg_sys::PreventCommandIfReadOnly(c"append".as_ptr());
             }
             let relid = crate::integrity::store_relid(name).unwrap_or_else(|| {
-                errors::raise(
-                    Code::ERRCODE_UNDEFINED_TABLE,
-                    format!("eventstore.{} is missing", name.to_string_lossy()),
-                )
+                errors::raise(Code::ERRCODE_UNDEFINED_TABLE, format!("eventstore.{} is missing", name.to_string_lossy()))
             });
             // Taking the lock processes pending invalidations, so a cached shape read after it is current.
             let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as i32);
-            let mut t = Table { rel, indexes: None };
-            let cached = SHAPES.with(|s| s.borrow().get(&relid).cloned());
-            let shape = cached.unwrap_or_else(|| {
-                let built = Rc::new(shape(&mut t));
-                SHAPES.with(|s| s.borrow_mut().insert(relid, built.clone()));
-                built
-            });
-            (t, shape)
+            let t = Table { rel, indexes: None };
+            // The store's functions run as the owner, so this is a safeguard for a library loaded
+            // under an older install whose functions are not SECURITY DEFINER: there the statement
+            // runs and raises the permission error.
+            let allowed = pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), needed as pg_sys::AclMode)
+                == pg_sys::AclResult::ACLCHECK_OK;
+            match shape_of(rel, name, columns).filter(|_| allowed) {
+                Some(shape) => Some((t, shape)),
+                None => {
+                    t.close();
+                    None
+                }
+            }
         }
     }
 
@@ -118,93 +188,24 @@ impl Table {
         unsafe { (*self.rel).rd_att }
     }
 
-    fn rri(&mut self) -> (*mut pg_sys::EState, *mut pg_sys::ResultRelInfo) {
+    /// The executor state for the table's indexes; `speculative` also prepares what an insertion
+    /// that checks for a conflicting key first (INSERT ... ON CONFLICT) needs.
+    fn rri(&mut self, speculative: bool) -> (*mut pg_sys::EState, *mut pg_sys::ResultRelInfo) {
         *self.indexes.get_or_insert_with(|| unsafe {
             let estate = pg_sys::CreateExecutorState();
             let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
             (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
             pg_sys::InitResultRelInfo(rri, self.rel, 1, std::ptr::null_mut(), 0);
-            pg_sys::ExecOpenIndices(rri, false);
+            pg_sys::ExecOpenIndices(rri, speculative);
             (estate, rri)
         })
-    }
-
-    /// Whether the current user may write the table as the SQL statement would (`needed` is an
-    /// ACL mode). The store's functions run as the owner, so this is a safeguard for a library
-    /// loaded under an older install whose functions are not SECURITY DEFINER: there the statement
-    /// runs and raises the permission error. Not part of the Shape: it depends on the user.
-    fn allowed(&self, needed: u32) -> bool {
-        unsafe {
-            pg_sys::pg_class_aclcheck((*self.rel).rd_id, pg_sys::GetUserId(), needed as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-        }
-    }
-
-    /// Nothing on the table that a plain write would have to honour beyond what the store checks:
-    /// no enabled trigger for `event` except the store's own `ours` (and, for events, the foreign
-    /// key check on command_id, which is a no-op for the NULL the direct path writes), no CHECK
-    /// constraint, generated column or row-level security, heap storage, immediate indexes only.
-    fn plain(&mut self, event: u32, ours: &CStr) -> bool {
-        unsafe {
-            let rel = self.rel;
-            if (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID || (*(*rel).rd_rel).relrowsecurity {
-                return false;
-            }
-            let constr = (*(*rel).rd_att).constr;
-            if !constr.is_null() && ((*constr).num_check > 0 || (*constr).has_generated_stored) {
-                return false;
-            }
-            let td = (*rel).trigdesc;
-            if !td.is_null() {
-                for i in 0..(*td).numtriggers as usize {
-                    let t = &*(*td).triggers.add(i);
-                    if t.tgenabled == b'D' as std::ffi::c_char || (t.tgtype as u32 & event) == 0 {
-                        continue;
-                    }
-                    let name = CStr::from_ptr(t.tgname);
-                    let fk_check = t.tgisinternal
-                        && t.tgfoid == pg_sys::Oid::from(pg_sys::F_RI_FKEY_CHECK_INS)
-                        && t.tgconstraint != pg_sys::InvalidOid
-                        && CStr::from_ptr(pg_sys::get_constraint_name(t.tgconstraint)) == c"events_command_id_fkey";
-                    if name != ours && !fk_check {
-                        return false;
-                    }
-                }
-            }
-            let (_, rri) = self.rri();
-            for i in 0..(*rri).ri_NumIndices as usize {
-                let index = *(*rri).ri_IndexRelationDescs.add(i);
-                if !(*(*index).rd_index).indimmediate {
-                    return false;
-                }
-            }
-            true
-        }
-    }
-
-    /// The column named `name` if it is there with type `typ`.
-    fn column(&self, name: &CStr, typ: Oid) -> Option<usize> {
-        unsafe {
-            let desc = self.desc();
-            (0..(*desc).natts as usize).find(|&i| {
-                let a = &*(*desc).attrs.as_ptr().add(i);
-                !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name && a.atttypid == typ
-            })
-        }
-    }
-
-    fn live_columns(&self) -> usize {
-        unsafe {
-            let desc = self.desc();
-            (0..(*desc).natts as usize).filter(|&i| !(*(*desc).attrs.as_ptr().add(i)).attisdropped).count()
-        }
     }
 
     /// Adds the index entries of a tuple just written to the heap (`slot` holds it, with its TID).
     /// Also after a non-HOT update, as an insert: the executor's "unchanged by the update" hint
     /// to btree needs a range table this path does not have, and is only a hint.
     fn index(&mut self, slot: *mut pg_sys::TupleTableSlot) {
-        let (estate, rri) = self.rri();
+        let (estate, rri) = self.rri(false);
         unsafe {
             pg_sys::ExecInsertIndexTuples(rri, slot, estate, false, false, std::ptr::null_mut(), std::ptr::null_mut());
         }
@@ -224,36 +225,40 @@ impl Table {
             pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
         }
     }
+
+    /// A heap tuple of the table from values of the given columns (the others NULL).
+    fn form(&self, cols: &[usize], row: &[Option<Datum>]) -> pg_sys::HeapTuple {
+        let natts = unsafe { (*self.desc()).natts as usize };
+        let (mut values, mut nulls) = (vec![Datum::from(0); natts], vec![true; natts]);
+        self.form_into(cols, row, &mut values, &mut nulls)
+    }
+
+    /// `form` with the caller's buffers, for many rows.
+    fn form_into(&self, cols: &[usize], row: &[Option<Datum>], values: &mut [Datum], nulls: &mut [bool]) -> pg_sys::HeapTuple {
+        for (k, &c) in cols.iter().enumerate() {
+            values[c] = row[k].unwrap_or(Datum::from(0));
+            nulls[c] = row[k].is_none();
+        }
+        unsafe { pg_sys::heap_form_tuple(self.desc(), values.as_mut_ptr(), nulls.as_mut_ptr()) }
+    }
 }
 
-/// Writes the events (values in `EVENT_COLUMNS` order, command_id NULL) with one multi-row heap
-/// insert, then their index entries, checking uniqueness as an INSERT would. None: the table is
-/// not plain, nothing was written.
-pub fn insert_events(rows: &[EventValues]) -> Option<()> {
-    let (mut t, shape) = Table::open(c"events", |t| {
-        let cols: Option<Vec<usize>> = EVENT_COLUMNS.iter().map(|(n, typ)| t.column(n, *typ)).collect();
-        let cols = cols.filter(|c| t.live_columns() == c.len() && t.plain(pg_sys::TRIGGER_TYPE_INSERT, c"events_guard"));
-        Shape { cols, pkey: pg_sys::InvalidOid }
-    });
-    let Some(cols) = shape.cols.as_ref().filter(|_| t.allowed(pg_sys::ACL_INSERT)) else {
-        t.close();
-        return None;
-    };
+/// Writes the events (values in `EVENT_COLUMNS` order) with one multi-row heap insert, then their
+/// index entries, checking uniqueness as an INSERT would; their command's foreign key is checked
+/// first (`commands::check_for_event`). None: the table is not the store's, nothing was written.
+pub fn insert_events(rows: &[EventValues], command_id: Option<Datum>) -> Option<()> {
+    let (mut t, shape) = Table::open(c"events", &EVENT_COLUMNS, pg_sys::ACL_INSERT)?;
+    if let Some(c) = command_id {
+        crate::commands::check_for_event(c);
+    }
     unsafe {
-        let desc = t.desc();
-        let natts = (*desc).natts as usize;
         let ops = std::ptr::addr_of!(pg_sys::TTSOpsHeapTuple);
+        let natts = (*t.desc()).natts as usize;
+        let (mut values, mut nulls) = (vec![Datum::from(0); natts], vec![true; natts]);
         let mut slots: Vec<*mut pg_sys::TupleTableSlot> = Vec::with_capacity(rows.len());
-        let mut values = vec![Datum::from(0); natts];
-        let mut nulls = vec![true; natts];
         for row in rows {
-            for (k, &c) in cols.iter().enumerate() {
-                values[c] = row[k].unwrap_or(Datum::from(0));
-                nulls[c] = row[k].is_none();
-            }
-            let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let slot = pg_sys::MakeSingleTupleTableSlot(desc, ops);
-            pg_sys::ExecStoreHeapTuple(tuple, slot, true);
+            let slot = pg_sys::MakeSingleTupleTableSlot(t.desc(), ops);
+            pg_sys::ExecStoreHeapTuple(t.form_into(&shape.cols, row, &mut values, &mut nulls), slot, true);
             slots.push(slot);
         }
         let cid = pg_sys::GetCurrentCommandId(true);
@@ -267,30 +272,22 @@ pub fn insert_events(rows: &[EventValues]) -> Option<()> {
     Some(())
 }
 
+/// What became of a stream's row.
+pub enum Bumped {
+    /// The version moved by `delta` (or the stream was created with it): new version, stream type.
+    Done(i64, String),
+    /// No such stream, and none was created (`create` was None).
+    Missing,
+}
+
 /// Adds `delta` to a stream's version, waiting for the row as an UPDATE would. `key` is the
-/// stream id as text. Returns the new version and the stream's type; Some(None) when the stream
-/// does not exist; None when the table is not plain and nothing was written.
-pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i64, String)>> {
-    let (mut t, shape) = Table::open(c"streams", |t| {
-        let cols = [
-            t.column(c"stream_id", pg_sys::TEXTOID),
-            t.column(c"version", pg_sys::INT8OID),
-            t.column(c"stream_type", pg_sys::TEXTOID),
-        ];
-        let pkey = unsafe { pg_sys::RelationGetPrimaryKeyIndex(t.rel) };
-        let cols: Option<Vec<usize>> = cols.into_iter().collect();
-        let cols = cols.filter(|c| {
-            pkey != pg_sys::InvalidOid && pkey_is(pkey, c[0]) && t.plain(pg_sys::TRIGGER_TYPE_UPDATE, c"streams_guard")
-        });
-        Shape { cols, pkey }
-    });
-    let Some(&[id_col, version_col, type_col]) =
-        shape.cols.as_deref().filter(|_| t.allowed(pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE))
-    else {
-        t.close();
-        return None;
-    };
-    unsafe {
+/// stream id as text. When the stream does not exist and `create` gives its type, it is created
+/// with version `delta` as INSERT ... ON CONFLICT would. None when the table is not the store's
+/// and nothing was written.
+pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum>) -> Option<Bumped> {
+    let (mut t, shape) = Table::open(c"streams", &STREAM_COLUMNS, pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE | pg_sys::ACL_INSERT)?;
+    let [id_col, type_col, version_col, ..] = shape.cols[..] else { unreachable!() };
+    let result = unsafe {
         let slot = pg_sys::table_slot_create(t.rel, std::ptr::null_mut());
         let mut cached = STREAM_TIDS.with(|c| c.borrow().get(key.as_bytes()).copied());
         let result = loop {
@@ -300,11 +297,23 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i6
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             let found = match cached.take() {
                 Some(tid) if fetch_stream(&t, tid, id_col, key, slot) => true,
-                _ => find_stream(&t, shape.pkey, stream_id, slot),
+                _ => find_by_key(t.rel, shape.pkey, stream_id, slot),
             };
             if !found {
+                let Some(stream_type) = create else {
+                    pg_sys::PopActiveSnapshot();
+                    break Bumped::Missing;
+                };
+                let created = create_stream(&mut t, &shape, [Some(stream_id), Some(stream_type)], delta);
                 pg_sys::PopActiveSnapshot();
-                break None;
+                match created {
+                    Some(tid) => {
+                        remember_stream(key, tid);
+                        let stream_type = <String as pgrx::FromDatum>::from_datum(stream_type, false).unwrap_or_default();
+                        break Bumped::Done(delta, stream_type);
+                    }
+                    None => continue, // someone else created it meanwhile: bump theirs
+                }
             }
             let mut isnull = false;
             let version = pg_sys::slot_getattr(slot, version_col as i32 + 1, &mut isnull).value() as i64 + delta;
@@ -335,14 +344,11 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i6
                         pg_sys::ExecDropSingleTupleTableSlot(heap_slot);
                     }
                     remember_stream(key, (*new).t_self);
-                    break Some((version, stream_type));
+                    break Bumped::Done(version, stream_type);
                 }
                 // Another transaction changed the row and has committed by now: read it again.
                 pg_sys::TM_Result::TM_Updated if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 => continue,
-                pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => errors::raise(
-                    Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
-                    "could not serialize access due to concurrent update".into(),
-                ),
+                pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => serialization_failure(),
                 other => errors::raise(
                     Code::ERRCODE_INTERNAL_ERROR,
                     format!("unexpected result {other} updating the stream's row"),
@@ -350,41 +356,155 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64) -> Option<Option<(i6
             }
         };
         pg_sys::ExecDropSingleTupleTableSlot(slot);
-        t.close();
-        Some(result)
+        result
+    };
+    t.close();
+    Some(result)
+}
+
+fn serialization_failure() -> ! {
+    errors::raise(Code::ERRCODE_T_R_SERIALIZATION_FAILURE, "could not serialize access due to concurrent update".into())
+}
+
+/// Inserts a new stream row (id, type, version `delta`, the type's snapshot threshold, created
+/// now) as INSERT ... ON CONFLICT would. The new row's TID, or None when the stream exists now
+/// (the caller looks it up again).
+unsafe fn create_stream(t: &mut Table, shape: &Shape, id_and_type: [Option<Datum>; 2], delta: i64) -> Option<pg_sys::ItemPointerData> {
+    let threshold = snapshot_threshold(id_and_type[1].unwrap());
+    let created_at = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
+    let row = [id_and_type[0], id_and_type[1], Some(Datum::from(delta)), threshold, Some(created_at)];
+    t.insert_unless_conflict(&shape.cols, &row)
+}
+
+impl Table {
+    /// Inserts a row the way INSERT ... ON CONFLICT does: look for a conflicting key first
+    /// (waiting for an inserter still in progress), insert speculatively, and take the insertion
+    /// back if another transaction's row with the same key got in meanwhile. The new row's TID, or
+    /// None when a row with the key exists; in REPEATABLE READ and above a row the transaction
+    /// cannot see is a serialization failure, as for ON CONFLICT.
+    unsafe fn insert_unless_conflict(&mut self, cols: &[usize], row: &[Option<Datum>]) -> Option<pg_sys::ItemPointerData> {
+        let slot = pg_sys::MakeSingleTupleTableSlot(self.desc(), std::ptr::addr_of!(pg_sys::TTSOpsHeapTuple));
+        pg_sys::ExecStoreHeapTuple(self.form(cols, row), slot, true);
+        let (estate, rri) = self.rri(true);
+        let mut conflict: pg_sys::ItemPointerData = std::mem::zeroed();
+        let inserted = if !pg_sys::ExecCheckIndexConstraints(rri, slot, estate, &mut conflict, std::ptr::null_mut()) {
+            if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+                let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
+                tuple.t_self = conflict;
+                let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
+                let visible = pg_sys::heap_fetch(self.rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false);
+                if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
+                    pg_sys::ReleaseBuffer(buffer);
+                }
+                if !visible {
+                    serialization_failure();
+                }
+            }
+            None
+        } else {
+            let xid = pg_sys::GetCurrentTransactionId();
+            let token = pg_sys::SpeculativeInsertionLockAcquire(xid);
+            let cid = pg_sys::GetCurrentCommandId(true);
+            pg_sys::table_tuple_insert_speculative(self.rel, slot, cid, 0, std::ptr::null_mut(), token);
+            let mut spec_conflict = false;
+            pg_sys::ExecInsertIndexTuples(rri, slot, estate, false, true, &mut spec_conflict, std::ptr::null_mut());
+            pg_sys::table_tuple_complete_speculative(self.rel, slot, token, !spec_conflict);
+            pg_sys::SpeculativeInsertionLockRelease(xid);
+            (!spec_conflict).then(|| (*slot).tts_tid)
+        };
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        inserted
+    }
+
+    /// Inserts a row whose keys cannot be taken (a generated id): a unique violation is an error.
+    unsafe fn insert(&mut self, cols: &[usize], row: &[Option<Datum>]) {
+        let slot = pg_sys::MakeSingleTupleTableSlot(self.desc(), std::ptr::addr_of!(pg_sys::TTSOpsHeapTuple));
+        pg_sys::ExecStoreHeapTuple(self.form(cols, row), slot, true);
+        let cid = pg_sys::GetCurrentCommandId(true);
+        pg_sys::table_tuple_insert(self.rel, slot, cid, 0, std::ptr::null_mut());
+        self.index(slot);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
 }
 
-/// The index `pkey` is a btree on the single column `col`.
-fn pkey_is(pkey: Oid, col: usize) -> bool {
-    unsafe {
-        let index = pg_sys::index_open(pkey, pg_sys::AccessShareLock as i32);
-        let ix = (*index).rd_index;
-        let ok = (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
-            && (*ix).indnatts == 1
-            && (*ix).indkey.values.as_slice(1)[0] as usize == col + 1;
-        pg_sys::index_close(index, pg_sys::NoLock as i32);
-        ok
-    }
+/// The commands columns `insert_command` takes, in this order.
+pub const COMMAND_COLUMNS: [&CStr; 9] = [
+    c"command_id",
+    c"command_type",
+    c"payload",
+    c"stream_id",
+    c"user_id",
+    c"caused_by_stream_id",
+    c"caused_by_sequence",
+    c"correlation_id",
+    c"created_at",
+];
+
+/// Writes a command row (`row` gives the values in `COMMAND_COLUMNS` order, checked, with the
+/// correlation derived and the causing event locked: it runs once the table is known to be the
+/// store's). `given_id`: the caller chose the id, so it may exist
+/// already (a retry): then nothing is written and the result is Some(false). None: the table is
+/// not the store's.
+pub fn insert_command(given_id: bool, row: impl FnOnce() -> [Option<Datum>; 9]) -> Option<bool> {
+    let (mut t, shape) = Table::open(c"commands", &COMMAND_COLUMNS, pg_sys::ACL_INSERT)?;
+    let row = &row();
+    let inserted = unsafe {
+        if given_id {
+            t.insert_unless_conflict(&shape.cols, row).is_some()
+        } else {
+            t.insert(&shape.cols, row);
+            true
+        }
+    };
+    t.close();
+    Some(inserted)
 }
 
-/// Finds the stream's row through the primary key and puts the version the active snapshot sees
-/// into `slot`.
-unsafe fn find_stream(t: &Table, pkey: Oid, stream_id: Datum, slot: *mut pg_sys::TupleTableSlot) -> bool {
-    let index = pg_sys::index_open(pkey, pg_sys::RowExclusiveLock as i32);
-    let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+/// The snapshot threshold new streams of a type get (what the streams trigger looks up for a row
+/// inserted with SQL), read through stream_types' primary key. The table must be the store's:
+/// otherwise the SQL statement does it.
+unsafe fn snapshot_threshold(stream_type: Datum) -> Option<Datum> {
+    let relid = crate::integrity::store_relid(c"stream_types")
+        .unwrap_or_else(|| errors::raise(Code::ERRCODE_UNDEFINED_TABLE, "eventstore.stream_types is missing".into()));
+    let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+    let Some(shape) = shape_of(rel, c"stream_types", &[c"snapshot_threshold"]) else {
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        let spi = Spi::connect();
+        let rows = spi.run(&crate::integrity::TYPE_THRESHOLD, &[Some(stream_type)], true);
+        let t = if rows.len() == 1 { rows.datum(0, 1) } else { None };
+        spi.finish();
+        return t;
+    };
+    let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
+    let threshold = if find_by_key(rel, shape.pkey, stream_type, slot) {
+        let mut isnull = false;
+        let d = pg_sys::slot_getattr(slot, shape.cols[0] as i32 + 1, &mut isnull);
+        (!isnull).then_some(d)
+    } else {
+        None
+    };
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    pg_sys::table_close(rel, pg_sys::NoLock as i32);
+    threshold
+}
+
+/// Finds a row through a single-column text primary key and puts the version the active snapshot
+/// sees into `slot`.
+unsafe fn find_by_key(rel: pg_sys::Relation, pkey: Oid, key: Datum, slot: *mut pg_sys::TupleTableSlot) -> bool {
+    let index = pg_sys::index_open(pkey, pg_sys::AccessShareLock as i32);
+    let mut skey: pg_sys::ScanKeyData = std::mem::zeroed();
     pg_sys::ScanKeyEntryInitialize(
-        &mut key,
+        &mut skey,
         0,
         1,
         pg_sys::BTEqualStrategyNumber as u16,
         pg_sys::InvalidOid,
         *(*index).rd_indcollation,
         pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-        stream_id,
+        key,
     );
-    let scan = pg_sys::index_beginscan(t.rel, index, pg_sys::GetActiveSnapshot(), 1, 0);
-    pg_sys::index_rescan(scan, &mut key, 1, std::ptr::null_mut(), 0);
+    let scan = pg_sys::index_beginscan(rel, index, pg_sys::GetActiveSnapshot(), 1, 0);
+    pg_sys::index_rescan(scan, &mut skey, 1, std::ptr::null_mut(), 0);
     let found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
     // The slot keeps its own pin on the buffer after the scan ends.
     pg_sys::index_endscan(scan);

@@ -15,8 +15,6 @@ use crate::fcall::Args;
 use crate::spi::{return_rows, Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 use pgrx::{FromDatum, IntoDatum};
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 
 macro_rules! feed_columns {
     () => {
@@ -197,9 +195,8 @@ sql_function!(es_feed_status, pg_finfo_es_feed_status, feed_status);
 fn feed_status(args: Args) -> Datum {
     let next = cluster_next_xid();
     let spi = Spi::connect();
-    let (head, first_unsettled) = head_and_first_unsettled(&spi, next);
-    let safe = first_unsettled.map_or(head, |p| p - 1);
-    let lagging = if first_unsettled.is_some() { count_after(&spi, safe) } else { 0 };
+    let (head, safe) = head_and_safe(&spi, next);
+    let lagging = if safe < head { count_after(&spi, safe) } else { 0 };
     let blocker = spi.run(&BLOCKER, &[Some(Datum::from(next))], true);
     let row = [
         Some(Datum::from(head)),
@@ -214,11 +211,14 @@ fn feed_status(args: Args) -> Datum {
     crate::spi::return_row(args.0, &row)
 }
 
-/// The newest position, and the lowest one a reader at the head cannot pass yet (if any).
-pub fn head_and_first_unsettled(spi: &Spi, next: u64) -> (i64, Option<i64>) {
+/// The newest position, and the position a reader at the head reaches now: the last event before
+/// the first one that is not settled. Not that event's position minus one: positions are not
+/// dense, and a lower one may still belong to a transaction in flight.
+pub fn head_and_safe(spi: &Spi, next: u64) -> (i64, i64) {
     // Unsettled events are the newest ones (positions are taken in time order); walk back from the
     // head until a whole page is settled, which also catches a writer that read its horizon late.
     let (mut head, mut first_unsettled, mut before) = (None, None, i64::MAX);
+    let mut below_unsettled: Option<i64> = None;
     loop {
         let page = spi.run(&TAIL, &[Some(Datum::from(before)), Some(Datum::from(next))], true);
         let mut any_unsettled = false;
@@ -228,6 +228,9 @@ pub fn head_and_first_unsettled(spi: &Spi, next: u64) -> (i64, Option<i64>) {
             if page.bool(r, 2) == Some(false) {
                 any_unsettled = true;
                 first_unsettled = Some(p);
+                below_unsettled = None;
+            } else if first_unsettled.is_some() && below_unsettled.is_none() {
+                below_unsettled = Some(p);
             }
             before = p;
         }
@@ -235,7 +238,11 @@ pub fn head_and_first_unsettled(spi: &Spi, next: u64) -> (i64, Option<i64>) {
             break;
         }
     }
-    (head.unwrap_or(0), first_unsettled)
+    let head = head.unwrap_or(0);
+    match first_unsettled {
+        None => (head, head),
+        Some(_) => (head, below_unsettled.unwrap_or(0)),
+    }
 }
 
 static COUNT_AFTER: Stmt = Stmt {
@@ -300,73 +307,8 @@ fn read_category_backward(args: Args) -> Datum {
 // ---------------------------------------------------------------------------------------------
 // NOTIFY: once per committing transaction that appended, on channel "eventstore" and on
 // "eventstore.<stream_type>" for each stream type it touched, with the highest position as payload.
-// The notifier worker sends them when it runs (notifier.rs); otherwise the transaction itself does.
+// The notifier worker sends them (notifier.rs); a transaction that finds none sends its own.
 // ---------------------------------------------------------------------------------------------
-
-pub static NOTIFY: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
-
-enum Pending {
-    /// This transaction sends its own notification at pre-commit.
-    Own { max_position: i64, stream_types: BTreeSet<String> },
-    /// The notifier with this pid notifies; wake it after the commit.
-    Notifier(i32),
-}
-
-thread_local! {
-    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
-}
-
-/// Called for every appended event (by the store's functions and by the events trigger).
-pub fn note_append(stream_type: &str, position: i64) {
-    if !NOTIFY.get() {
-        return;
-    }
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        match p.as_mut() {
-            Some(Pending::Own { max_position, stream_types }) => {
-                *max_position = (*max_position).max(position);
-                if !stream_types.contains(stream_type) {
-                    stream_types.insert(stream_type.to_string());
-                }
-            }
-            Some(Pending::Notifier(_)) => {}
-            None => {
-                use pgrx::PgXactCallbackEvent::*;
-                // The callbacks act on what they take, so one left over from a prepared
-                // transaction (pgrx forgets them only at commit or abort) does nothing.
-                match crate::notifier::rely() {
-                    Some(pid) => {
-                        *p = Some(Pending::Notifier(pid));
-                        pgrx::register_xact_callback(Commit, || end_relying(true));
-                        for end in [Abort, PrePrepare] {
-                            pgrx::register_xact_callback(end, || end_relying(false));
-                        }
-                    }
-                    None => {
-                        *p = Some(Pending::Own { max_position: position, stream_types: BTreeSet::from([stream_type.to_string()]) });
-                        pgrx::register_xact_callback(PreCommit, send_own);
-                        for end in [Abort, PrePrepare] {
-                            pgrx::register_xact_callback(end, || PENDING.with(|p| p.borrow_mut().take()).map_or((), drop));
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-fn end_relying(committed: bool) {
-    if let Some(Pending::Notifier(pid)) = PENDING.with(|p| p.borrow_mut().take()) {
-        crate::notifier::done(pid, committed);
-    }
-}
-
-fn send_own() {
-    if let Some(Pending::Own { max_position, stream_types }) = PENDING.with(|p| p.borrow_mut().take()) {
-        send(max_position, stream_types.iter().map(String::as_str));
-    }
-}
 
 /// Channel names are identifiers: at most 63 bytes. Longer stream types get only the main channel.
 const MAX_CHANNEL: usize = 63;
@@ -387,16 +329,4 @@ fn notify(channel: &str, payload: &str) {
     unsafe {
         pgrx::direct_function_call_as_datum(pg_sys::pg_notify, &[channel.into_datum(), payload.into_datum()]);
     }
-}
-
-/// Registers the settings; called from _PG_init.
-pub fn init() {
-    pgrx::GucRegistry::define_bool_guc(
-        c"pg_eventstore.notify",
-        c"NOTIFY listeners when a transaction that appended events commits",
-        c"Sends the highest appended global position on channel \"eventstore\" and \"eventstore.<stream_type>\".",
-        &NOTIFY,
-        pgrx::GucContext::Userset,
-        pgrx::GucFlags::default(),
-    );
 }

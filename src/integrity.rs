@@ -224,7 +224,7 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
     }
     check_event_row(&new);
     let (position, horizon) = take_position();
-    crate::feed::note_append(&stream_type, position);
+    crate::notifier::note_append(&stream_type, position, store_owner());
     Datum::from(new.with(&[
         ("stream_type", stream_type.as_str().into_datum()),
         ("global_position", Some(Datum::from(position))),
@@ -290,6 +290,30 @@ fn position_sequence() -> pg_sys::Oid {
 }
 
 thread_local! {
+    static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+}
+
+/// The role that owns the store's tables (the events table's owner): the notifier connects as it.
+pub(crate) fn store_owner() -> pg_sys::Oid {
+    if let Some(o) = OWNER.get() {
+        return o;
+    }
+    let relid = store_relid(c"events")
+        .unwrap_or_else(|| errors::raise(Code::ERRCODE_UNDEFINED_TABLE, "eventstore.events is missing".into()));
+    let owner = unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, Datum::from(relid));
+        if tuple.is_null() {
+            errors::raise(Code::ERRCODE_UNDEFINED_TABLE, "eventstore.events is missing".into());
+        }
+        let owner = (*(pg_sys::GETSTRUCT(tuple) as *mut pg_sys::FormData_pg_class)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    };
+    OWNER.set(Some(owner));
+    owner
+}
+
+thread_local! {
     /// The store's relations by name, looked up once per backend (two syscache lookups each, for
     /// each of the three relations an append opens); direct.rs's relcache callback calls
     /// `forget_relids` so that a dropped or renamed relation is looked up again.
@@ -315,6 +339,7 @@ pub(crate) fn store_relid(name: &'static std::ffi::CStr) -> Option<pg_sys::Oid> 
 /// Forgets the cached oid `relid` (all of them for InvalidOid); true if it was the streams table's.
 /// Runs inside invalidation processing: must not raise.
 pub(crate) fn forget_relids(relid: pg_sys::Oid) -> bool {
+    OWNER.set(None);
     RELIDS.with(|r| {
         let Ok(mut r) = r.try_borrow_mut() else { return true };
         let streams = relid == pg_sys::InvalidOid || r.iter().any(|&(n, o)| o == relid && n == c"streams");
@@ -323,7 +348,7 @@ pub(crate) fn forget_relids(relid: pg_sys::Oid) -> bool {
     })
 }
 
-static TYPE_THRESHOLD: Stmt = Stmt {
+pub(crate) static TYPE_THRESHOLD: Stmt = Stmt {
     sql: "SELECT snapshot_threshold FROM eventstore.stream_types WHERE stream_type = $1",
     args: &[pg_sys::TEXTOID],
 };
@@ -408,6 +433,7 @@ fn commands_guard(args: crate::fcall::Args) -> Datum {
     let command_id = new.get("command_id").unwrap_or_else(|| {
         errors::raise(Code::ERRCODE_NOT_NULL_VIOLATION, "commands.command_id must not be NULL".into())
     });
+    check_command_row(&new);
     let mut correlation = command_id;
     if let (Some(s), Some(q)) = (new.get("caused_by_stream_id"), new.get("caused_by_sequence")) {
         let spi = Spi::connect();
@@ -434,6 +460,25 @@ fn commands_guard(args: crate::fcall::Args) -> Datum {
         }
     }
     Datum::from(new.with(&[("correlation_id", Some(correlation))]))
+}
+
+/// The row rules of a command (NULLs in NOT NULL columns are left to those constraints).
+fn check_command_row(new: &Row) {
+    if new.text("command_type").is_some_and(|t| t.is_empty()) {
+        violation("commands.command_type must not be empty");
+    }
+    if new.text("stream_id").is_some_and(|t| t.is_empty()) {
+        violation("commands.stream_id must be NULL or not empty");
+    }
+    if let Some(d) = new.get("payload") {
+        let (_, root) = crate::jsonb::root(d);
+        if !crate::jsonb::is_object(root) {
+            violation(&format!("commands.payload must be a JSON object, not {}", crate::jsonb::kind_of(root)));
+        }
+    }
+    if new.get("caused_by_stream_id").is_some() != new.get("caused_by_sequence").is_some() {
+        violation("commands.caused_by_stream_id and commands.caused_by_sequence must be given together");
+    }
 }
 
 /// Copies a uuid out of SPI memory into the caller's context.

@@ -26,9 +26,9 @@ mod verify;
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    feed::init();
     direct::init();
     notifier::init();
+    commands::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -245,3 +245,26 @@ impl Spi {
         }
     }
 }
+
+/// Runs `f` in a subtransaction; when it raises `code`, the subtransaction is rolled back and the
+/// result is None (any other error propagates). For the rare statement that may lose a race it
+/// cannot express with ON CONFLICT (a table with rules).
+pub fn unless_error<R>(code: pgrx::PgSqlErrorCode, f: impl FnOnce() -> R) -> Option<R> {
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let f = std::panic::AssertUnwindSafe(f);
+        let result = pgrx::PgTryBuilder::new(|| Some(f()))
+            .catch_when(code, |_| None)
+            .execute();
+        match result {
+            Some(_) => pg_sys::ReleaseCurrentSubTransaction(),
+            None => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        result
+    }
+}

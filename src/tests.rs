@@ -11,6 +11,31 @@ mod tests {
         Spi::get_one::<i64>(sql).unwrap().unwrap()
     }
 
+    /// The direct path is taken only for a table whose definition is the extension's own: a fresh
+    /// install's tables must read exactly as sql/table_definition.expected says, or every append
+    /// would quietly go through SQL.
+    #[pg_test]
+    fn a_fresh_install_has_the_definitions_the_direct_path_expects() {
+        for (name, table) in [("commands", c"commands"), ("events", c"events"), ("stream_types", c"stream_types"), ("streams", c"streams")] {
+            let relid = integrity::store_relid(table).unwrap();
+            assert_eq!(crate::direct::definition(relid), crate::direct::expected_definition(name), "definition of {name}");
+        }
+    }
+
+    /// A new stream is created directly, and its type's snapshot threshold is applied as the
+    /// streams trigger applies it to a row inserted with SQL.
+    #[pg_test]
+    fn a_new_stream_gets_its_types_threshold() {
+        Spi::run("SELECT eventstore.set_snapshot_threshold('Thresholded', 7)").unwrap();
+        assert_eq!(one_i64("SELECT eventstore.append_event('t-new-1', 'Thresholded', 'A', '{}')"), 1);
+        assert_eq!(one_i64("SELECT snapshot_threshold FROM eventstore.streams WHERE stream_id = 't-new-1'"), 7);
+        assert!(crate::direct::remembered_stream("t-new-1").is_some(), "created directly");
+        assert_eq!(one_i64("SELECT eventstore.append_event('t-new-2', 'Plain', 'A', '{}')"), 1);
+        let threshold = Spi::get_one::<i32>("SELECT snapshot_threshold FROM eventstore.streams WHERE stream_id = 't-new-2'");
+        assert_eq!(threshold, Ok(None));
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.verify()"), 0);
+    }
+
     #[pg_test]
     fn append_returns_the_new_version() {
         assert_eq!(one_i64("SELECT eventstore.append_event('t-1', 'T', 'A', '{}')"), 1);
@@ -37,7 +62,7 @@ mod tests {
              one_i64("SELECT version FROM eventstore.streams WHERE stream_id = 't-tid-b'"))
         };
         let append = |s: &str| one_i64(&format!("SELECT eventstore.append_event('{s}', 'T', 'A', '{{}}')"));
-        // a stream's first append creates its row with SQL; the second finds it and remembers where
+        // each append remembers where it wrote its stream's row
         for s in ["t-tid-a", "t-tid-a", "t-tid-b", "t-tid-b"] {
             append(s);
         }

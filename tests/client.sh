@@ -17,4 +17,4 @@ psql -q -d "$db" -c "CREATE EXTENSION pg_eventstore"
 export PG_EVENTSTORE_TEST_URL="host=/var/run/postgresql dbname=$db"
 # One test at a time: the tests make their own concurrency, and the feed tests watch the whole
 # store's horizon and notifications, which other tests' open transactions would disturb.
-cargo test --manifest-path tests/client/Cargo.toml "$@" -- --test-threads=1
+cargo test --no-fail-fast --manifest-path tests/client/Cargo.toml "$@" -- --test-threads=1

@@ -42,7 +42,9 @@ SELECT kind, name, def FROM (
     SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid), ''
     FROM pg_depend d, ext WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
     UNION ALL
-    SELECT 'dumped', COALESCE(extconfig::regclass[]::text, ''), COALESCE(extcondition::text, '') FROM ext
+    -- (the order of registration means nothing: an upgrade registers new tables last)
+    SELECT 'dumped', c.oid::regclass::text, COALESCE(ext.extcondition[c.i], '')
+    FROM ext, unnest(ext.extconfig) WITH ORDINALITY AS c(oid, i)
     UNION ALL
     SELECT 'initial privileges', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.initprivs::text
     FROM pg_init_privs i JOIN pg_depend d ON d.classid = i.classoid AND d.objid = i.objoid, ext

@@ -204,12 +204,20 @@ pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 pub struct Scratch {
     pub dir: String,
     pub port: u16,
+    /// Server settings of this cluster (`-c name=value ...`).
+    settings: String,
 }
 
 impl Scratch {
     pub fn create(name: &str, port: u16) -> Scratch {
+        Scratch::create_with(name, port, &[])
+    }
+
+    /// A cluster with some settings of its own, e.g. `max_prepared_transactions=5`.
+    pub fn create_with(name: &str, port: u16, settings: &[&str]) -> Scratch {
         let dir = format!("/tmp/pg_eventstore_{name}");
-        let s = Scratch { dir, port };
+        let settings = settings.iter().map(|s| format!(" -c {s}")).collect();
+        let s = Scratch { dir, port, settings };
         s.stop_quietly();
         let _ = std::fs::remove_dir_all(&s.dir);
         std::fs::create_dir_all(&s.dir).unwrap();
@@ -226,7 +234,7 @@ impl Scratch {
     }
 
     pub fn start(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=''", self.port, self.dir);
+        let opts = format!("-p {} -k {} -c listen_addresses=''{}", self.port, self.dir, self.settings);
         let log = format!("{}/server.log", self.dir);
         let out = as_postgres("pg_ctl", &["-D", &self.dir, "-o", &opts, "-l", &log, "-w", "-t", "120", "start"]);
         assert!(

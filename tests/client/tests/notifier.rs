@@ -68,6 +68,10 @@ fn notifier() {
     let mut admin = fresh_db(&db_url(), DB, None);
     one_notification_per_transaction_from_the_notifier(&mut admin);
     a_held_back_feed_wakes_listeners_when_it_moves_on(&mut admin);
+    a_transaction_open_while_the_notifier_is_terminated_is_announced(&mut admin);
+    a_held_back_transaction_is_announced_after_the_notifier_is_stopped(&mut admin, "pg_terminate_backend");
+    a_held_back_transaction_is_announced_after_the_notifier_is_stopped(&mut admin, "pg_cancel_backend");
+    a_cancel_does_not_stop_the_notifier(&mut admin);
     no_transaction_goes_unnotified_while_the_notifier_stops_and_starts(&mut admin);
     copy_and_drop_do_not_wait_for_the_notifier(admin);
 }
@@ -123,6 +127,74 @@ fn a_held_back_feed_wakes_listeners_when_it_moves_on(admin: &mut Client) {
     assert_eq!(readable, 1, "and read_all returns it now");
 }
 
+/// Waits until no process of the database has `pid` (the notifier it was) any more.
+fn await_exit(c: &mut Client, pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid]).unwrap().is_some() {
+        assert!(Instant::now() < deadline, "process {pid} did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn payloads(got: &[(i32, String, String)]) -> HashSet<String> {
+    got.iter().map(|g| g.2.clone()).collect()
+}
+
+/// Bug 5 of issue 15: a transaction appends while the notifier runs, the notifier is terminated
+/// before it commits; after the commit its notification must still arrive (0.3.0: never).
+fn a_transaction_open_while_the_notifier_is_terminated_is_announced(admin: &mut Client) {
+    let pid = await_notifier(admin);
+    let mut listener = connect_db();
+    listener.batch_execute("LISTEN eventstore").unwrap();
+    collect(&mut listener, Duration::from_millis(300), |_| false);
+    let mut w = connect_db();
+    let mut tx = w.transaction().unwrap();
+    tx.execute("SELECT eventstore.append_event($1, 'Open', 'Happened', '{}')", &[&unique("open")]).unwrap();
+    let position: i64 = tx.query_one(OWN_MAX, &[]).unwrap().get(0);
+    admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    await_exit(admin, pid);
+    tx.commit().unwrap();
+    let got = collect(&mut listener, Duration::from_secs(5), |g| payloads(g).contains(&position.to_string()));
+    assert!(payloads(&got).contains(&position.to_string()), "the commit after the notifier's end was announced: {got:?}");
+}
+
+/// Bug 5 of issue 15: a committed transaction waits behind an open one for its events to become
+/// readable; the notifier is terminated or cancelled meanwhile. When the feed moves on, the
+/// notification must arrive although nothing else is appended (0.3.0: never).
+fn a_held_back_transaction_is_announced_after_the_notifier_is_stopped(admin: &mut Client, how: &str) {
+    let pid = await_notifier(admin);
+    let mut listener = connect_db();
+    listener.batch_execute("LISTEN eventstore").unwrap();
+    collect(&mut listener, Duration::from_millis(300), |_| false);
+    let mut blocker = connect_db();
+    blocker.batch_execute("BEGIN; SELECT txid_current()").unwrap();
+    let mut w = connect_db();
+    let mut tx = w.transaction().unwrap();
+    tx.execute("SELECT eventstore.append_event($1, 'Held', 'Happened', '{}')", &[&unique("held")]).unwrap();
+    let position: i64 = tx.query_one(OWN_MAX, &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    thread::sleep(Duration::from_millis(100));
+    admin.execute(&format!("SELECT {how}($1)"), &[&pid]).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    blocker.batch_execute("COMMIT").unwrap();
+    let got = collect(&mut listener, Duration::from_secs(5), |g| payloads(g).contains(&position.to_string()));
+    assert!(
+        payloads(&got).contains(&position.to_string()),
+        "after {how} of the notifier, the held-back transaction was announced when the feed moved on: {got:?}"
+    );
+}
+
+/// A cancel interrupts what the notifier is doing, not the notifier (0.3.0: it exited for good).
+fn a_cancel_does_not_stop_the_notifier(admin: &mut Client) {
+    let pid = await_notifier(admin);
+    for _ in 0..5 {
+        admin.execute("SELECT pg_cancel_backend($1)", &[&pid]).unwrap();
+        thread::sleep(Duration::from_millis(60));
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(notifier_pid(admin), Some(pid), "the notifier survived five cancels");
+}
+
 /// The notifier stops after 20 ms without appends here. Four sessions append with short pauses and,
 /// every half second, all pause for 150 ms, so the notifier stops and is started again many times
 /// while they run; one of them sends its own notifications. Every committed transaction's highest
@@ -133,7 +205,7 @@ fn no_transaction_goes_unnotified_while_the_notifier_stops_and_starts(admin: &mu
         admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
     }
     let mut listener = connect_db();
-    listener.batch_execute("LISTEN eventstore").unwrap();
+    listener.batch_execute("LISTEN eventstore; LISTEN \"eventstore.Busy\"").unwrap();
     let seconds: u64 = env_or("PG_EVENTSTORE_NOTIFIER_SECONDS", 6);
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -177,13 +249,22 @@ fn no_transaction_goes_unnotified_while_the_notifier_stops_and_starts(admin: &mu
     }
     stop.store(true, Ordering::Relaxed);
     let expected: HashSet<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).map(|m| m.to_string()).collect();
-    let mut seen: HashSet<String> = got.iter().map(|g| g.2.clone()).collect();
+    // every transaction on both channels: the stream type's too, which a bare "the feed moved"
+    // announcement would not cover
+    let on = |got: &[(i32, String, String)], channel: &str| -> HashSet<String> {
+        got.iter().filter(|g| g.1 == channel).map(|g| g.2.clone()).collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !expected.is_subset(&seen) && Instant::now() < deadline {
-        seen.extend(collect(&mut listener, Duration::from_millis(200), |_| false).into_iter().map(|g| g.2));
+    while !(expected.is_subset(&on(&got, "eventstore")) && expected.is_subset(&on(&got, "eventstore.Busy")))
+        && Instant::now() < deadline
+    {
+        got.extend(collect(&mut listener, Duration::from_millis(200), |_| false));
     }
-    let missing: Vec<_> = expected.difference(&seen).collect();
-    assert!(missing.is_empty(), "{} of {} transactions never notified: {missing:?}", missing.len(), expected.len());
+    for channel in ["eventstore", "eventstore.Busy"] {
+        let seen = on(&got, channel);
+        let missing: Vec<_> = expected.difference(&seen).collect();
+        assert!(missing.is_empty(), "{} of {} transactions never notified on {channel}: {missing:?}", missing.len(), expected.len());
+    }
     let senders: HashMap<i32, usize> = got.iter().fold(HashMap::new(), |mut m, g| {
         *m.entry(g.0).or_default() += 1;
         m

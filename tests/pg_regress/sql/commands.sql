@@ -47,3 +47,29 @@ SELECT eventstore.record_command('Ping', '{}', caused_by_stream_id => 'acc-1', c
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM eventstore.causation_chain(NULL, 1);
 \echo :LAST_ERROR_SQLSTATE
+
+-- A command and the event it caused, in one statement (Sequent's command loop). The event's
+-- foreign key to its command is checked as the table's constraint would check it.
+SELECT eventstore.append_event('acc-9', 'Account', 'Opened', '{}',
+                               command_id => eventstore.record_command('OpenAccount', '{"owner": "cy"}', 'acc-9'));
+SELECT count(*) AS linked FROM eventstore.events e JOIN eventstore.commands c USING (command_id)
+WHERE e.stream_id = 'acc-9' AND c.command_type = 'OpenAccount';
+SELECT eventstore.append_event('acc-9', 'Account', 'Renamed', '{}', command_id => '00000000-0000-4000-8000-0000000000ff');
+\echo :LAST_ERROR_SQLSTATE
+-- A command recorded in a savepoint that was rolled back is gone with it.
+BEGIN;
+SAVEPOINT s;
+SELECT eventstore.record_command('Rename', '{}', 'acc-9', command_id => '00000000-0000-4000-8000-0000000000c9');
+ROLLBACK TO s;
+SELECT eventstore.append_event('acc-9', 'Account', 'Renamed', '{}', command_id => '00000000-0000-4000-8000-0000000000c9');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+-- Written directly, the commands table keeps the same rules (23514 for a broken row).
+INSERT INTO eventstore.commands (command_type, payload) VALUES ('', '{}');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.commands (command_type, payload) VALUES ('Ping', '[]');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.commands (command_type, payload, stream_id) VALUES ('Ping', '{}', '');
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO eventstore.commands (command_type, payload, caused_by_sequence) VALUES ('Ping', '{}', 1);
+\echo :LAST_ERROR_SQLSTATE
