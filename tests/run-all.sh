@@ -8,15 +8,19 @@ bash pgrx-config/setup.sh || exit 1
 
 log=$(mktemp -d)
 status=0
+times=()
 run() {
     local name=$1; shift
     echo "=== $name"
+    local started=$SECONDS
     "$@" 2>&1 | tee "$log/$name.out"
     local rc=${PIPESTATUS[0]}
+    times+=("$name $((SECONDS - started)) s")
     [ "$rc" -eq 0 ] || { echo "=== $name FAILED (exit $rc)"; status=1; }
 }
 run pg_test bash tests/pgtest.sh
 run regress bash tests/regress.sh
+run isolation bash tests/isolation.sh
 run client bash tests/client.sh
 rm -f bench/results/smoke.md bench/results/instructions-smoke.md
 # The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
@@ -32,11 +36,14 @@ for f in "$log"/pg_test.out "$log"/client.out; do
 done
 read -r p q < <(strip "$log/regress.out" | sed -n 's/^passed=\([0-9]*\) failed=\([0-9]*\).*/\1 \2/p' | tail -1)
 passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
+passed=$((passed + $(grep -c '^test .* \.\.\. ok' "$log/isolation.out")))
+failed=$((failed + $(grep -c '^test .* \.\.\. FAILED' "$log/isolation.out")))
 rm -rf "$log"
 
 echo
 smoke() { [ -f "bench/results/$1" ] && echo ok || echo missing; }
-echo "pg_eventstore tests: pg_test + pg_regress + client (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md))"
+echo "time per tier: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
+echo "pg_eventstore tests: pg_test + pg_regress + isolation + client (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md))"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status
