@@ -39,6 +39,24 @@ SINGLE = [
     ("PL/pgSQL append", f"SELECT baseline.append_event('{STREAM.format(p='plp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event", f"SELECT eventstore.append_event('{STREAM.format(p='es')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
 ]
+# The first event of a new stream: every call appends to a stream of its own.
+NEW = "{p}-' || $1 || '"
+NEW_STREAM = [
+    ("plain INSERT (postgres-es table)",
+     f"INSERT INTO baseline.events VALUES ('Bench', '{NEW.format(p='nins')}', 1, 'Tick', '1', '{PAYLOAD}', '{META}')"),
+    ("PL/pgSQL append", f"SELECT baseline.append_event('{NEW.format(p='nplp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
+    ("append_event", f"SELECT eventstore.append_event('{NEW.format(p='nes')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
+]
+COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
+# A command and the event it caused, in one statement (Sequent's command loop).
+COMMAND = [
+    ("PL/pgSQL record_command + append",
+     f"SELECT baseline.append_event_cmd('{STREAM.format(p='cplp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}', "
+     f"baseline.record_command('Transfer', '{COMMAND_PAYLOAD}', '{STREAM.format(p='cplp')}'))"),
+    ("record_command + append_event",
+     f"SELECT eventstore.append_event('{STREAM.format(p='ces')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}', "
+     f"command_id => eventstore.record_command('Transfer', '{COMMAND_PAYLOAD}', '{STREAM.format(p='ces')}'))"),
+]
 BATCH = [
     ("multi-row INSERT of 100 (postgres-es table)",
      f"INSERT INTO baseline.events SELECT 'Bench', '{STREAM.format(p='bins')}', ({SEQ}) * 100 + k, 'Tick', '1', "
@@ -82,6 +100,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", default="100,1100", help="n1,n2 single appends (batches: a fifth of each)")
     ap.add_argument("--smoke", action="store_true", help="few calls, debug build: checks that it runs")
+    ap.add_argument("--only", default="single,new,command,batch", help="comma-separated workloads")
+    ap.add_argument("--match", default="", help="only the variants whose name contains this")
     args = ap.parse_args()
     n1, n2 = (int(x) for x in ("5,15" if args.smoke else args.calls).split(","))
 
@@ -96,15 +116,25 @@ def main():
         single_user(template, f.read())
 
     lines = []
-    for title, variants, per, scale in (("Single-event append (one event per transaction)", SINGLE, "call", 1),
-                                       ("Batch append (100 events per transaction)", BATCH, "event", 5)):
+    ap_only = set(args.only.split(","))
+    groups = [("single", "Single-event append (one event per transaction)", SINGLE, "call", 1),
+              ("new", "First event of a new stream (one event per transaction)", NEW_STREAM, "call", 1),
+              ("command", "A command and its event (one of each per transaction)", COMMAND, "call", 1),
+              ("batch", "Batch append (100 events per transaction)", BATCH, "event", 5)]
+    for key, title, variants, per, scale in groups:
+        if key not in ap_only:
+            continue
         a, b = max(1, n1 // scale), max(2, n2 // scale)
         counts = []
         for name, statement in variants:
+            if args.match not in name:
+                continue
             per_call = (instructions(template, statement, b, work) - instructions(template, statement, a, work)) / (b - a)
             per_unit = per_call / (100 if per == "event" else 1)
             counts.append((name, per_unit))
             print(f"  {name}: {per_unit:,.0f} instructions per {per}", flush=True)
+        if not counts:
+            continue
         base = counts[0][1]
         lines += [f"## {title}", "", f"| variant | instructions per {per} | × {counts[0][0]} (inverse: work ratio) |",
                   "|---|---|---|"]

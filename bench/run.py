@@ -31,6 +31,10 @@ NOTIFY_OFF = {"PGOPTIONS": "-c pg_eventstore.notify=off"}
 OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 
 
+WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale"]
+COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
+
+
 def psql(sql, db=DB):
     args = ["psql", "-v", "ON_ERROR_STOP=1", "-qAtX", "-d", db]
     return subprocess.run(args, input=sql, check=True, capture_output=True, text=True).stdout
@@ -188,7 +192,7 @@ def main():
     ap.add_argument("--seconds", type=int, help="per variant")
     ap.add_argument("--rounds", type=int, help="rounds per workload, variants alternating (default 3; smoke 1)")
     ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
-    ap.add_argument("--only", default="single,contended,batch,load,scale", help="comma-separated workloads")
+    ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     args = ap.parse_args()
     seconds = args.seconds or (2 if args.smoke else 30)
     rounds = args.rounds or (1 if args.smoke else 3)
@@ -249,6 +253,59 @@ def main():
                 table(single, single[:3]) + "\n\nTargets: append_event ≥ 0.80 × plain INSERT (postgres-es table) and "
                 "≥ 1.15 × PL/pgSQL. The third baseline writes append_event's row into a bare table with the store's "
                 "four indexes: the floor for this schema.")
+
+    # 1b. The first event of a new stream: every transaction creates a stream (a new aggregate).
+    if "new" in only:
+        print("new-stream append", flush=True)
+        fresh = "'{p}-' || :client_id || '-' || :run || '-' || :n"
+        new = [
+            Variant("plain INSERT (postgres-es table)",
+                    "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'nins-' || :client_id || '-' || :run || '-' || :n, 1, "
+                    f"'Tick', '1', '{PAYLOAD}', '{META}');\n"),
+            Variant("PL/pgSQL append (creates the stream)",
+                    f"\\set n :n + 1\nSELECT baseline.append_event({fresh.format(p='nplp')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}');\n"),
+            Variant("append_event (creates the stream)",
+                    f"\\set n :n + 1\nSELECT eventstore.append_event({fresh.format(p='nes')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}');\n"),
+        ]
+        run_workload(new, seconds, work, rounds)
+        section("1b. First event of a new stream (8 clients, a new stream per transaction)",
+                table(new, new[:2]) + "\n\nTargets: append_event ≥ 0.80 × plain INSERT and ≥ 1.15 × the PL/pgSQL append "
+                "creating the stream.")
+
+    # 1c. A command and the event it caused, in one statement (Sequent's command loop).
+    if "command" in only:
+        print("command + event", flush=True)
+        command = [
+            Variant("PL/pgSQL record_command + append",
+                    f"SELECT baseline.append_event_cmd({stream.format(p='cplp')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', "
+                    f"baseline.record_command('Transfer', '{COMMAND_PAYLOAD}', {stream.format(p='cplp')}));\n"),
+            Variant("record_command + append_event",
+                    f"SELECT eventstore.append_event({stream.format(p='ces')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}', "
+                    f"command_id => eventstore.record_command('Transfer', '{COMMAND_PAYLOAD}', {stream.format(p='ces')}));\n"),
+        ]
+        run_workload(command, seconds, work, rounds)
+        section("1c. A command and its event (8 clients, one of each per transaction)",
+                table(command, command[:1]) + "\n\nTarget: ≥ 1.15 × the PL/pgSQL version, which checks the "
+                "event's foreign key to its command as the store does.")
+
+    # 1d. Many more clients than cores: contention on the position sequence, the notifier and the lock manager.
+    if "many" in only:
+        print("single-event append, 64 clients", flush=True)
+        many = [
+            Variant("plain INSERT (postgres-es table)",
+                    "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'mins-' || :client_id || '-' || :run, :n, "
+                    f"'Tick', '1', '{PAYLOAD}', '{META}');\n", clients=64),
+            Variant("PL/pgSQL append", f"SELECT baseline.append_event({stream.format(p='mplp')}, 'Bench', 'Tick', "
+                                       f"'{PAYLOAD}', '{META}');\n", clients=64),
+            Variant("append_event", f"SELECT eventstore.append_event({stream.format(p='mes')}, 'Bench', 'Tick', "
+                                    f"'{PAYLOAD}', '{META}');\n", clients=64),
+            Variant("append_event, notify off", f"SELECT eventstore.append_event({stream.format(p='mesq')}, 'Bench', "
+                                                f"'Tick', '{PAYLOAD}', '{META}');\n", clients=64, env=NOTIFY_OFF),
+        ]
+        run_workload(many, seconds, work, rounds)
+        section("1d. Single-event append with 64 clients (each on its own stream, 2 cores)",
+                table(many, many[:2]) + "\n\nNo target: with 32 clients per core this shows contention (the "
+                "position sequence, the notifier's wake-ups, the lock manager) rather than work per call.")
 
     # 2. Contended append: 8 clients on 8 hot streams with expected_version, retried on conflict.
     if "contended" in only:
@@ -346,7 +403,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     # A run of some workloads only gets its own name, so that it never replaces a full run's file.
-    partial = "" if only >= {"single", "contended", "batch", "load", "scale"} else "-" + "-".join(sorted(only))
+    partial = "" if only >= set(WORKLOADS) else "-" + "-".join(sorted(only))
     now = datetime.datetime.utcnow()
     name = "smoke.md" if args.smoke else f"{now:%Y-%m-%d}{partial}.md"
     path = os.path.join(HERE, "results", name)

@@ -59,6 +59,48 @@ BEGIN
 END
 $$;
 
+-- Commands with the events they caused, as a user would write it: a commands table, and the same
+-- append with a command_id column whose foreign key the database checks.
+CREATE TABLE baseline.commands (
+    command_id   uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    command_type text NOT NULL,
+    payload      jsonb NOT NULL,
+    stream_id    text,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE baseline.cmd_events (LIKE baseline.store_events INCLUDING DEFAULTS INCLUDING INDEXES);
+ALTER TABLE baseline.cmd_events ADD COLUMN command_id uuid REFERENCES baseline.commands;
+
+CREATE FUNCTION baseline.record_command(p_command_type text, p_payload jsonb, p_stream_id text DEFAULT NULL)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    id uuid;
+BEGIN
+    INSERT INTO baseline.commands (command_type, payload, stream_id) VALUES (p_command_type, p_payload, p_stream_id)
+    RETURNING command_id INTO id;
+    RETURN id;
+END
+$$;
+
+CREATE FUNCTION baseline.append_event_cmd(p_stream_id text, p_stream_type text, p_event_type text,
+                                          p_payload jsonb, p_metadata jsonb, p_command_id uuid)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    SELECT version INTO v FROM baseline.streams WHERE stream_id = p_stream_id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO baseline.streams VALUES (p_stream_id, p_stream_type, 0) ON CONFLICT DO NOTHING;
+        SELECT version INTO v FROM baseline.streams WHERE stream_id = p_stream_id FOR UPDATE;
+    END IF;
+    INSERT INTO baseline.cmd_events (stream_id, sequence, event_type, payload, metadata, command_id)
+    VALUES (p_stream_id, v + 1, p_event_type, p_payload, p_metadata, p_command_id);
+    UPDATE baseline.streams SET version = v + 1 WHERE stream_id = p_stream_id;
+    RETURN v + 1;
+END
+$$;
+
 -- The floor for this feature set: a bare table with exactly the store's columns, collations and
 -- indexes (primary key, unique event id, unique global position, category index), written by plain
 -- INSERTs without checks or triggers. The single and batch workloads compare the store's appends with it
