@@ -475,6 +475,11 @@ unsafe fn snapshot_threshold(stream_type: Datum) -> Option<Datum> {
         spi.finish();
         return t;
     };
+    // A store that never set a threshold has an empty stream_types: no index scan then.
+    if pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM) == 0 {
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        return None;
+    }
     let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
     let threshold = if find_by_key(rel, shape.pkey, stream_type, slot) {
         let mut isnull = false;
