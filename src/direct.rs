@@ -290,6 +290,7 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
     let result = unsafe {
         let slot = pg_sys::table_slot_create(t.rel, std::ptr::null_mut());
         let mut cached = STREAM_TIDS.with(|c| c.borrow().get(key.as_bytes()).copied());
+        let mut creating = false;
         let result = loop {
             // As SPI does for each writing statement: see our own earlier writes, and in READ
             // COMMITTED whatever committed while we waited.
@@ -304,7 +305,8 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
                     pg_sys::PopActiveSnapshot();
                     break Bumped::Missing;
                 };
-                let created = create_stream(&mut t, &shape, [Some(stream_id), Some(stream_type)], delta);
+                let created = create_stream(&mut t, &shape, [Some(stream_id), Some(stream_type)], delta, creating);
+                creating = true;
                 pg_sys::PopActiveSnapshot();
                 match created {
                     Some(tid) => {
@@ -369,11 +371,11 @@ fn serialization_failure() -> ! {
 /// Inserts a new stream row (id, type, version `delta`, the type's snapshot threshold, created
 /// now) as INSERT ... ON CONFLICT would. The new row's TID, or None when the stream exists now
 /// (the caller looks it up again).
-unsafe fn create_stream(t: &mut Table, shape: &Shape, id_and_type: [Option<Datum>; 2], delta: i64) -> Option<pg_sys::ItemPointerData> {
+unsafe fn create_stream(t: &mut Table, shape: &Shape, id_and_type: [Option<Datum>; 2], delta: i64, precheck: bool) -> Option<pg_sys::ItemPointerData> {
     let threshold = snapshot_threshold(id_and_type[1].unwrap());
     let created_at = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
     let row = [id_and_type[0], id_and_type[1], Some(Datum::from(delta)), threshold, Some(created_at)];
-    t.insert_unless_conflict(&shape.cols, &row)
+    t.insert_unless_conflict(&shape.cols, &row, precheck)
 }
 
 impl Table {
@@ -382,12 +384,17 @@ impl Table {
     /// back if another transaction's row with the same key got in meanwhile. The new row's TID, or
     /// None when a row with the key exists; in REPEATABLE READ and above a row the transaction
     /// cannot see is a serialization failure, as for ON CONFLICT.
-    unsafe fn insert_unless_conflict(&mut self, cols: &[usize], row: &[Option<Datum>]) -> Option<pg_sys::ItemPointerData> {
+    ///
+    /// `precheck` false skips the first step when the caller has just looked for the key with a
+    /// fresh snapshot and found nothing: a conflict is rare then, and still caught by the
+    /// speculative insertion; the caller checks first on the next attempt, which also waits for
+    /// an inserter still in progress.
+    unsafe fn insert_unless_conflict(&mut self, cols: &[usize], row: &[Option<Datum>], precheck: bool) -> Option<pg_sys::ItemPointerData> {
         let slot = pg_sys::MakeSingleTupleTableSlot(self.desc(), std::ptr::addr_of!(pg_sys::TTSOpsHeapTuple));
         pg_sys::ExecStoreHeapTuple(self.form(cols, row), slot, true);
         let (estate, rri) = self.rri(true);
         let mut conflict: pg_sys::ItemPointerData = std::mem::zeroed();
-        let inserted = if !pg_sys::ExecCheckIndexConstraints(rri, slot, estate, &mut conflict, std::ptr::null_mut()) {
+        let inserted = if precheck && !pg_sys::ExecCheckIndexConstraints(rri, slot, estate, &mut conflict, std::ptr::null_mut()) {
             if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
                 let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
                 tuple.t_self = conflict;
@@ -450,7 +457,7 @@ pub fn insert_command(given_id: bool, row: impl FnOnce() -> [Option<Datum>; 9]) 
     let row = &row();
     let inserted = unsafe {
         if given_id {
-            t.insert_unless_conflict(&shape.cols, row).is_some()
+            t.insert_unless_conflict(&shape.cols, row, true).is_some()
         } else {
             t.insert(&shape.cols, row);
             true
