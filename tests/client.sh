@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
 . tests/cluster.sh
 
-cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
-# The install scripts of earlier releases, for the upgrade test (cargo pgrx install copies only the
-# current one and the upgrade scripts).
-cp sql/pg_eventstore--[0-9]*.[0-9]*.[0-9]*.sql "$("$PG_CONFIG" --sharedir)/extension/"
+bash tests/install.sh
 export PG_BINDIR="/usr/lib/postgresql/$PG_MAJOR/bin"
 db=pg_eventstore_client_tests
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
 accept=0
 [ "${1:-}" = "--accept" ] && { accept=1; shift; }
-cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+bash tests/install.sh
 regress="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress"
 work=$(mktemp -d /tmp/pg_eventstore_isolation.XXXXXX)
 trap 'rm -rf "$work"' EXIT

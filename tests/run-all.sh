@@ -22,15 +22,18 @@ run pg_test bash tests/pgtest.sh
 run regress bash tests/regress.sh
 run isolation bash tests/isolation.sh
 run client bash tests/client.sh
-rm -f bench/results/smoke.md bench/results/instructions-smoke.md
+run clients bash tests/clients.sh
+rm -f bench/results/smoke.md bench/results/instructions-smoke.md bench/results/adapter-smoke.md
 # The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
 run bench_smoke bash bench/run.sh --smoke
 # The instruction counts (callgrind) in smoke mode: a few calls per workload, to show the harness runs.
 run instructions_smoke bash bench/instructions.sh --smoke
+# The cqrs-es adapter's overhead in smoke mode.
+run adapter_smoke bash bench/adapter.sh --smoke
 
 strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
 passed=0; failed=0
-for f in "$log"/pg_test.out "$log"/client.out; do
+for f in "$log"/pg_test.out "$log"/client.out "$log"/clients.out; do
     while read -r p q; do passed=$((passed + p)); failed=$((failed + q)); done < <(
         strip "$f" | sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p')
 done
@@ -38,12 +41,14 @@ read -r p q < <(strip "$log/regress.out" | sed -n 's/^passed=\([0-9]*\) failed=\
 passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
 passed=$((passed + $(grep -c '^test .* \.\.\. ok' "$log/isolation.out")))
 failed=$((failed + $(grep -c '^test .* \.\.\. FAILED' "$log/isolation.out")))
+passed=$((passed + $(grep -c '^example .* \.\.\. ok' "$log/clients.out")))
+failed=$((failed + $(grep -c '^example .* \.\.\. FAILED' "$log/clients.out")))
 rm -rf "$log"
 
 echo
 smoke() { [ -f "bench/results/$1" ] && echo ok || echo missing; }
 echo "time per tier: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
-echo "pg_eventstore tests: pg_test + pg_regress + isolation + client (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md))"
+echo "pg_eventstore tests: pg_test + pg_regress + isolation + client + clients (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md), adapter $(smoke adapter-smoke.md))"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status
