@@ -386,6 +386,8 @@ def main():
         first = None
         for size in scale:
             fill(size)
+            # the fill's WAL and dirty pages are checkpointed before the timed runs, not during them
+            psql("CHECKPOINT")
             a = Variant("append", f"SELECT eventstore.append_event({stream.format(p=f'scale{size}')}, 'Bench', 'Tick', "
                                   f"'{PAYLOAD}', '{META}');\n")
             ld = Variant("load", "SELECT * FROM eventstore.load_stream('load-1000');\n", events=1000, clients=2)
