@@ -533,13 +533,15 @@ pub extern "C-unwind" fn es_notifier_main(arg: Datum) {
     let start = in_transaction(|| {
         let persist = crate::integrity::store_relid(c"notifier_state").is_some(); // absent before 0.4.0
         let spi = Spi::connect();
+        // The events table first, as in every sweep: DROP EXTENSION locks it before notifier_state,
+        // and the opposite order deadlocks with it.
+        let (_, safe) = crate::feed::head_and_safe(&spi, crate::feed::cluster_next_xid());
         let stored = if persist {
             let rows = spi.run(&LOAD_WATERMARK, &[], true);
             if rows.len() == 1 { rows.i64(0, 1) } else { None }
         } else {
             None
         };
-        let (_, safe) = crate::feed::head_and_safe(&spi, crate::feed::cluster_next_xid());
         let start = match stored {
             Some(w) if safe - w <= MAX_CATCH_UP => w,
             _ => {

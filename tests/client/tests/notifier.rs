@@ -300,3 +300,23 @@ fn copy_and_drop_do_not_wait_for_the_notifier(mut admin: Client) {
     assert!(t.elapsed() < Duration::from_secs(3), "drop waited {:?}", t.elapsed());
     pg.batch_execute(&format!("DROP DATABASE {copy}")).unwrap();
 }
+
+/// DROP EXTENSION right after the first append, while the notifier that append started is still
+/// reading where to begin: neither waits for the other in a cycle (the notifier takes the events
+/// table before notifier_state, as DROP EXTENSION does), so the drop never dies of a deadlock.
+#[test]
+fn drop_extension_while_the_notifier_starts() {
+    const DB: &str = "pg_eventstore_notifier_drop_tests";
+    let mut c = empty_db(&url_for(DB), DB);
+    let mut rng = Rng::new(7);
+    for round in 0..150 {
+        c.batch_execute("CREATE EXTENSION pg_eventstore").unwrap();
+        c.batch_execute("SELECT eventstore.append_event('s', 'T', 'E', '{}')").unwrap();
+        thread::sleep(Duration::from_micros(rng.below(8_000)));
+        if let Err(e) = c.batch_execute("DROP EXTENSION pg_eventstore") {
+            panic!("round {round}: DROP EXTENSION failed: {:?}", db_error(&e));
+        }
+    }
+    drop(c);
+    drop_db(&url_for(DB), DB);
+}
