@@ -12,8 +12,13 @@
 
 -- Per stream type settings (Sequent's snapshot thresholds live here and are copied to new streams).
 CREATE TABLE eventstore.stream_types (
-    stream_type        text COLLATE "C" PRIMARY KEY CHECK (stream_type <> ''),
-    snapshot_threshold integer CHECK (snapshot_threshold > 0)
+    stream_type         text COLLATE "C" PRIMARY KEY CHECK (stream_type <> ''),
+    snapshot_threshold  integer CHECK (snapshot_threshold > 0),
+    -- retention (set_retention, apply_retention): events older than max_age, beyond the newest
+    -- max_count, or (keep_after_snapshot) folded into the newest snapshot are removed
+    max_age             interval CHECK (max_age > interval '0'),
+    max_count           bigint CHECK (max_count > 0),
+    keep_after_snapshot boolean NOT NULL DEFAULT false
 );
 
 -- One row per stream (Sequent's stream_records). version is the last sequence, moved only by the
@@ -22,12 +27,17 @@ CREATE TABLE eventstore.stream_types (
 -- their triggers rather than CHECK constraints: Postgres re-reads a table's CHECK expressions for
 -- every statement, which cost about a fifth of single-append throughput (bench/README.md); the triggers check a row
 -- once, and rows the store's own functions write were checked before they got there.
+-- state: 'live'; 'deleted' (soft: its events stay in the store and the feed, hidden from reads;
+-- the next append reopens it); 'tombstone' (hard-deleted: its events are gone, its id stays taken);
+-- 'archived' (its events are in archived_events). Events below truncate_before are gone or hidden.
 CREATE TABLE eventstore.streams (
     stream_id          text COLLATE "C" PRIMARY KEY,
     stream_type        text COLLATE "C" NOT NULL,
     version            bigint NOT NULL DEFAULT 0,
     snapshot_threshold integer,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    state              text COLLATE "C" NOT NULL DEFAULT 'live',
+    truncate_before    bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70); -- room for HOT updates of version on every append
 
 -- One row per command that was executed (Sequent's command_records). Its row rules (non-empty
@@ -72,20 +82,56 @@ CREATE SEQUENCE eventstore.global_position_seq AS bigint NO CYCLE;
 -- everything one causation chain did, e.g. for an audit trail
 CREATE INDEX commands_correlation_id_idx ON eventstore.commands (correlation_id);
 
-ALTER TABLE eventstore.commands
-    ADD CONSTRAINT commands_caused_by_fkey FOREIGN KEY (caused_by_stream_id, caused_by_sequence)
-        REFERENCES eventstore.events (stream_id, sequence);
+-- A command's causing event (caused_by_stream_id, caused_by_sequence) must exist when the command is
+-- recorded (the commands trigger checks it); it may be removed later by a hard delete, a truncation
+-- or an archive, and causation_chain then shows what became of it. So it is not a foreign key.
 
+-- A snapshot folds events 1..sequence of a live stream: the snapshots trigger checks
+-- 1 <= sequence <= version, snapshot_version >= 1 and a JSON object as payload. (Not a foreign key
+-- to the event: keeping the events after a snapshot removes the ones it folded.)
 CREATE TABLE eventstore.snapshots (
     stream_id        text COLLATE "C" NOT NULL,
     sequence         bigint NOT NULL,
-    snapshot_version integer NOT NULL DEFAULT 1 CHECK (snapshot_version > 0),
-    payload          jsonb NOT NULL CHECK (jsonb_typeof(payload) = 'object'),
+    snapshot_version integer NOT NULL DEFAULT 1,
+    payload          jsonb NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, sequence)
+);
+
+-- Events of archived streams (archive_stream, restore_stream), with the positions and ids they had.
+CREATE TABLE eventstore.archived_events (
+    stream_id       text COLLATE "C" NOT NULL,
+    sequence        bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    stream_type     text COLLATE "C" NOT NULL,
+    event_type      text NOT NULL,
+    event_version   integer NOT NULL,
+    payload         jsonb NOT NULL,
+    metadata        jsonb NOT NULL,
+    command_id      uuid,
+    global_position bigint NOT NULL,
+    horizon_xid     xid8 NOT NULL,
+    created_at      timestamptz NOT NULL,
+    archived_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (stream_id, sequence),
-    -- a snapshot can only fold events that exist: 1 <= sequence <= the stream's version
-    CONSTRAINT snapshots_event_fkey FOREIGN KEY (stream_id, sequence)
-        REFERENCES eventstore.events (stream_id, sequence)
+    CONSTRAINT archived_events_event_id_key UNIQUE (event_id)
+);
+
+-- What was deleted, truncated, archived, erased or redacted, by whom, when and why: which stream,
+-- which events, which JSON paths; never the values. Written by the lifecycle functions only.
+CREATE TABLE eventstore.audit_log (
+    entry_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    action         text NOT NULL,
+    stream_id      text COLLATE "C",
+    command_id     uuid,
+    first_sequence bigint,    -- the span of events concerned
+    last_sequence  bigint,
+    sequences      bigint[],  -- the events concerned, when not all of the span
+    paths          text[],    -- the JSON paths redacted
+    rows           bigint NOT NULL,
+    reason         text,
+    done_by        text NOT NULL DEFAULT session_user,
+    done_at        timestamptz NOT NULL DEFAULT now()
 );
 
 -- ---------------------------------------------------------------------------------------------
@@ -119,6 +165,22 @@ CREATE TRIGGER streams_guard BEFORE INSERT OR UPDATE ON eventstore.streams
 CREATE TRIGGER streams_no_delete BEFORE DELETE ON eventstore.streams
     FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
 CREATE TRIGGER streams_no_truncate BEFORE TRUNCATE ON eventstore.streams
+    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+
+CREATE FUNCTION eventstore.snapshots_guard() RETURNS trigger
+    LANGUAGE c
+    AS 'MODULE_PATHNAME', 'es_snapshots_guard';
+CREATE TRIGGER snapshots_guard BEFORE INSERT OR UPDATE ON eventstore.snapshots
+    FOR EACH ROW EXECUTE FUNCTION eventstore.snapshots_guard();
+
+-- archived events and the audit log are written by the lifecycle functions only
+CREATE TRIGGER archived_events_append_only BEFORE INSERT OR UPDATE OR DELETE ON eventstore.archived_events
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER archived_events_no_truncate BEFORE TRUNCATE ON eventstore.archived_events
+    FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER audit_log_append_only BEFORE INSERT OR UPDATE OR DELETE ON eventstore.audit_log
+    FOR EACH ROW EXECUTE FUNCTION eventstore.append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON eventstore.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION eventstore.append_only();
 
 CREATE TRIGGER commands_guard BEFORE INSERT ON eventstore.commands
@@ -417,6 +479,98 @@ CREATE TABLE eventstore.notifier_state (
 );
 
 -- ---------------------------------------------------------------------------------------------
+-- Stream lifecycle and data protection (eventstore_admin): deleting, truncating, archiving,
+-- retention, erasure. The feed keeps every remaining event and passes over removed positions;
+-- every removal of data is written to audit_log.
+-- ---------------------------------------------------------------------------------------------
+
+-- Sets the given JSON paths of a document to null where they exist (used by redact_events and
+-- redact_command; not granted to anyone).
+CREATE FUNCTION eventstore.redact_json(doc jsonb, paths text[]) RETURNS jsonb
+    LANGUAGE c IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_redact_json';
+
+CREATE FUNCTION eventstore.delete_stream(
+    stream_id        text,
+    expected_version bigint  DEFAULT NULL,
+    hard             boolean DEFAULT false,
+    allow_reuse      boolean DEFAULT false,
+    reason           text    DEFAULT NULL
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_delete_stream';
+
+CREATE FUNCTION eventstore.truncate_stream(stream_id text, before_sequence bigint, reason text)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_truncate_stream';
+
+CREATE FUNCTION eventstore.set_retention(
+    stream_type         text,
+    max_age             interval DEFAULT NULL,
+    max_count           bigint   DEFAULT NULL,
+    keep_after_snapshot boolean  DEFAULT false
+) RETURNS void
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_set_retention';
+
+CREATE FUNCTION eventstore.apply_retention() RETURNS TABLE (
+    stream_id      text,
+    stream_type    text,
+    events_removed bigint
+)
+    LANGUAGE c VOLATILE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_apply_retention';
+
+CREATE FUNCTION eventstore.archive_stream(stream_id text, expected_version bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_archive_stream';
+
+CREATE FUNCTION eventstore.restore_stream(stream_id text) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_restore_stream';
+
+CREATE FUNCTION eventstore.load_archived_stream(
+    stream_id     text,
+    from_sequence bigint DEFAULT 1,
+    max_count     bigint DEFAULT NULL
+) RETURNS TABLE (
+    sequence        bigint,
+    event_type      text,
+    event_version   integer,
+    payload         jsonb,
+    metadata        jsonb,
+    event_id        uuid,
+    command_id      uuid,
+    global_position bigint,
+    created_at      timestamptz
+)
+    LANGUAGE c STABLE ROWS 100 SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_load_archived_stream';
+
+CREATE FUNCTION eventstore.erase_stream(stream_id text, reason text) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_erase_stream';
+
+CREATE FUNCTION eventstore.redact_events(stream_id text, sequences bigint[], paths text[], reason text)
+    RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_redact_events';
+
+CREATE FUNCTION eventstore.redact_command(command_id uuid, paths text[], reason text) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_redact_command';
+
+CREATE FUNCTION eventstore.delete_commands_without_events(
+    stream_id  text        DEFAULT NULL,
+    older_than timestamptz DEFAULT NULL,
+    reason     text        DEFAULT NULL
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_delete_commands_without_events';
+
+-- ---------------------------------------------------------------------------------------------
 -- Verification: every invariant of the store, checked over the whole store (operators, tests,
 -- and after a restore). No rows = healthy.
 -- ---------------------------------------------------------------------------------------------
@@ -449,8 +603,14 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'eventstore_writer') THEN
         CREATE ROLE eventstore_writer NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'eventstore_admin') THEN
+        CREATE ROLE eventstore_admin NOLOGIN;
+    END IF;
     IF NOT pg_catalog.pg_has_role('eventstore_writer', 'eventstore_reader', 'MEMBER') THEN
         GRANT eventstore_reader TO eventstore_writer;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('eventstore_admin', 'eventstore_reader', 'MEMBER') THEN
+        GRANT eventstore_reader TO eventstore_admin;
     END IF;
 END
 $roles$;
@@ -494,6 +654,26 @@ GRANT EXECUTE ON FUNCTION
     TO eventstore_reader;
 GRANT SELECT ON eventstore.subscriptions TO eventstore_reader;
 
+ALTER FUNCTION eventstore.load_archived_stream SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION eventstore.load_archived_stream TO eventstore_reader;
+ALTER FUNCTION eventstore.delete_stream SECURITY DEFINER;
+ALTER FUNCTION eventstore.truncate_stream SECURITY DEFINER;
+ALTER FUNCTION eventstore.set_retention SECURITY DEFINER;
+ALTER FUNCTION eventstore.apply_retention SECURITY DEFINER;
+ALTER FUNCTION eventstore.archive_stream SECURITY DEFINER;
+ALTER FUNCTION eventstore.restore_stream SECURITY DEFINER;
+ALTER FUNCTION eventstore.erase_stream SECURITY DEFINER;
+ALTER FUNCTION eventstore.redact_events SECURITY DEFINER;
+ALTER FUNCTION eventstore.redact_command SECURITY DEFINER;
+ALTER FUNCTION eventstore.delete_commands_without_events SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION
+    eventstore.delete_stream, eventstore.truncate_stream, eventstore.set_retention,
+    eventstore.apply_retention, eventstore.archive_stream, eventstore.restore_stream,
+    eventstore.erase_stream, eventstore.redact_events, eventstore.redact_command,
+    eventstore.delete_commands_without_events
+    TO eventstore_admin;
+GRANT SELECT ON eventstore.audit_log TO eventstore_admin;
+
 -- ---------------------------------------------------------------------------------------------
 -- pg_dump: the tables' rows and the position sequence belong to the user, not to the extension's
 -- script, so a dump carries them. See README.md ("Dump and restore") for restoring.
@@ -506,4 +686,7 @@ SELECT pg_catalog.pg_extension_config_dump('eventstore.events', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.subscription_state', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.notifier_state', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.archived_events', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('eventstore.audit_log_entry_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('eventstore.global_position_seq', '');

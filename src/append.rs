@@ -227,11 +227,6 @@ fn empty_object() -> Datum {
     pgrx::JsonB(serde_json::json!({})).into_datum().unwrap()
 }
 
-static BUMP: Stmt = Stmt {
-    sql: "UPDATE eventstore.streams SET version = version + $2 WHERE stream_id = $1 RETURNING version, stream_type",
-    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
-};
-
 // Without ON CONFLICT, which Postgres refuses on a table with rules: a race to create the stream
 // is caught instead (`create_with_sql`).
 static INSERT_STREAM: Stmt = Stmt {
@@ -240,13 +235,36 @@ static INSERT_STREAM: Stmt = Stmt {
 };
 
 static LOCK_STREAM: Stmt = Stmt {
-    sql: "SELECT version, stream_type FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
+    sql: "SELECT version, stream_type, state FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
     args: &[pg_sys::TEXTOID],
+};
+
+// The SQL path's bump, after LOCK_STREAM: a deleted stream is reopened.
+static BUMP_LOCKED: Stmt = Stmt {
+    sql: "UPDATE eventstore.streams SET version = version + $2, state = 'live' WHERE stream_id = $1 RETURNING version",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+// The same for a schema older than 0.5.0 (integrity::for_schema), which has no lifecycle.
+static LOCK_STREAM_PRE_05: Stmt = Stmt {
+    sql: "SELECT version, stream_type, 'live'::text FROM eventstore.streams WHERE stream_id = $1 FOR UPDATE",
+    args: &[pg_sys::TEXTOID],
+};
+static BUMP_LOCKED_PRE_05: Stmt = Stmt {
+    sql: "UPDATE eventstore.streams SET version = version + $2 WHERE stream_id = $1 RETURNING version",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+static FIND_IDS_PRE_05: Stmt = Stmt {
+    sql: "SELECT e.stream_id, e.sequence, i.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
+          JOIN eventstore.events e ON e.event_id = i.id ORDER BY i.ord",
+    args: &[pg_sys::UUIDARRAYOID],
 };
 
 static FIND_IDS: Stmt = Stmt {
     sql: "SELECT e.stream_id, e.sequence, i.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
-          JOIN eventstore.events e ON e.event_id = i.id ORDER BY i.ord",
+          JOIN (SELECT stream_id, sequence, event_id FROM eventstore.events \
+                UNION ALL SELECT stream_id, sequence, event_id FROM eventstore.archived_events) e \
+            ON e.event_id = i.id ORDER BY i.ord",
     args: &[pg_sys::UUIDARRAYOID],
 };
 
@@ -310,18 +328,20 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
         }
     }
 
-    let (version, stream_type) = bump(&mut spi, t, k);
+    let (version, stream_type, reopened) = bump(&mut spi, t, k);
     if stream_type != t.stream_type {
         integrity::stream_type_mismatch(&t.stream_id, &stream_type, &t.stream_type);
     }
-    let before = version - k;
+    // A deleted stream reads as not found: to expected_version it has no events, and appending
+    // reopens it where its sequences left off.
+    let before = if reopened { 0 } else { version - k };
     match t.expected_version {
         Some(-1) if before == 0 => errors::version_conflict(&t.stream_id, -1, 0),
         Some(e) if e >= 0 && e != before => errors::version_conflict(&t.stream_id, e, before),
         _ => {}
     }
 
-    let first = before + 1;
+    let first = version - k + 1;
     let (positions, horizon) = integrity::take_positions(events.len());
     crate::notifier::note_append(&t.stream_type, *positions.last().unwrap(), integrity::store_owner());
     let ids = event_ids(events);
@@ -361,21 +381,28 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
 
 /// Bumps the stream's version by `k` under its row lock, creating the stream on its first events;
 /// returns the new version and the stream's type.
-fn bump(spi: &mut Option<Spi>, t: &Target, k: i64) -> (i64, String) {
-    if let Some(direct::Bumped::Done(version, stream_type)) =
+/// Bumps the stream's version by `k` under its row lock, creating the stream on its first events;
+/// returns the new version, the stream's type and whether a deleted stream was reopened.
+fn bump(spi: &mut Option<Spi>, t: &Target, k: i64) -> (i64, String, bool) {
+    if let Some(direct::Bumped::Done(version, stream_type, reopened)) =
         direct::bump_stream(t.stream_id_datum, &t.stream_id, k, Some(t.stream_type_datum))
     {
-        return (version, stream_type);
+        return (version, stream_type, reopened);
     }
     let spi = spi.get_or_insert_with(Spi::connect);
     let _g = integrity::grant(&t.stream_id, 0, -1, k);
     for attempt in 0.. {
-        let rows = spi.run(&BUMP, &[Some(t.stream_id_datum), Some(Datum::from(k))], false);
-        if rows.len() == 1 {
-            return (rows.i64(0, 1).unwrap(), rows.text(0, 2).unwrap_or_default());
+        let locked = spi.run(integrity::for_schema(&LOCK_STREAM, &LOCK_STREAM_PRE_05), &[Some(t.stream_id_datum)], false);
+        if locked.len() == 1 {
+            let (stream_type, state) = (locked.text(0, 2).unwrap_or_default(), locked.text(0, 3).unwrap_or_default());
+            if state != "live" && state != "deleted" {
+                integrity::not_live(&t.stream_id, &state);
+            }
+            let rows = spi.run(integrity::for_schema(&BUMP_LOCKED, &BUMP_LOCKED_PRE_05), &[Some(t.stream_id_datum), Some(Datum::from(k))], false);
+            return (rows.i64(0, 1).unwrap(), stream_type, state == "deleted");
         }
-        if let Some(created) = create_with_sql(spi, t, k, attempt == 0) {
-            return created;
+        if let Some((version, stream_type)) = create_with_sql(spi, t, k, attempt == 0) {
+            return (version, stream_type, false);
         }
     }
     unreachable!()
@@ -400,8 +427,12 @@ fn create_with_sql(spi: &Spi, t: &Target, version: i64, catch: bool) -> Option<(
 /// new, so that two first appends with the same ids queue on one lock. Returns the stream's type.
 fn lock_stream(spi: &Spi, t: &Target) -> String {
     for attempt in 0.. {
-        let locked = spi.run(&LOCK_STREAM, &[Some(t.stream_id_datum)], false);
+        let locked = spi.run(integrity::for_schema(&LOCK_STREAM, &LOCK_STREAM_PRE_05), &[Some(t.stream_id_datum)], false);
         if locked.len() == 1 {
+            let state = locked.text(0, 3).unwrap_or_default();
+            if state != "live" && state != "deleted" {
+                integrity::not_live(&t.stream_id, &state);
+            }
             return locked.text(0, 2).unwrap_or_default();
         }
         if direct::bump_stream(t.stream_id_datum, &t.stream_id, 0, Some(t.stream_type_datum)).is_none() {
@@ -462,7 +493,7 @@ fn insert_with_sql(spi: &Spi, t: &Target, events: &[NewEvent], first: i64, versi
 /// the sequence of its last event; if some are elsewhere or only part of the batch is there, 23505.
 fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
     let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).filter(|d| d.is_some()).collect();
-    let found = spi.run(&FIND_IDS, &[Some(array(&ids, pg_sys::UUIDOID))], false);
+    let found = spi.run(integrity::for_schema(&FIND_IDS, &FIND_IDS_PRE_05), &[Some(array(&ids, pg_sys::UUIDOID))], false);
     if found.len() == 0 {
         return None;
     }

@@ -199,6 +199,40 @@ fn causing_correlation(stream_id: Datum, sequence: i64) -> Option<Datum> {
 static CAUSATION_CHAIN: Stmt = Stmt {
     sql: "WITH RECURSIVE chain(depth, kind, command_id, stream_id, sequence, type) AS ( \
             SELECT 0, 'event'::text, e.command_id, e.stream_id, e.sequence, e.event_type \
+            FROM (SELECT stream_id, sequence, command_id, event_type FROM eventstore.events \
+                  UNION ALL SELECT stream_id, sequence, command_id, event_type FROM eventstore.archived_events) e \
+            WHERE e.stream_id = $1 AND e.sequence = $2 \
+          UNION ALL \
+            SELECT ch.depth + 1, step.kind, step.command_id, step.stream_id, step.sequence, step.type \
+            FROM chain ch \
+            JOIN eventstore.commands c ON c.command_id = ch.command_id \
+            CROSS JOIN LATERAL ( \
+                SELECT 'command'::text, c.command_id, c.stream_id, NULL::bigint, c.command_type \
+                WHERE ch.kind = 'event' \
+              UNION ALL \
+                SELECT 'event', e.command_id, e.stream_id, e.sequence, e.event_type \
+                FROM (SELECT stream_id, sequence, command_id, event_type FROM eventstore.events \
+                      UNION ALL SELECT stream_id, sequence, command_id, event_type FROM eventstore.archived_events) e \
+                WHERE ch.kind = 'command' AND e.stream_id = c.caused_by_stream_id \
+                  AND e.sequence = c.caused_by_sequence \
+              UNION ALL \
+                SELECT 'removed', NULL, c.caused_by_stream_id, c.caused_by_sequence, \
+                       COALESCE((SELECT CASE WHEN s.state = 'tombstone' THEN 'tombstone' ELSE 'truncated' END \
+                                 FROM eventstore.streams s WHERE s.stream_id = c.caused_by_stream_id), 'deleted') \
+                WHERE ch.kind = 'command' AND c.caused_by_stream_id IS NOT NULL \
+                  AND NOT EXISTS (SELECT FROM eventstore.events e \
+                                  WHERE e.stream_id = c.caused_by_stream_id AND e.sequence = c.caused_by_sequence) \
+                  AND NOT EXISTS (SELECT FROM eventstore.archived_events e \
+                                  WHERE e.stream_id = c.caused_by_stream_id AND e.sequence = c.caused_by_sequence) \
+            ) AS step(kind, command_id, stream_id, sequence, type) \
+          ) \
+          SELECT depth, kind, command_id, stream_id, sequence, type FROM chain ORDER BY depth",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+static CAUSATION_CHAIN_PRE_05: Stmt = Stmt {
+    sql: "WITH RECURSIVE chain(depth, kind, command_id, stream_id, sequence, type) AS ( \
+            SELECT 0, 'event'::text, e.command_id, e.stream_id, e.sequence, e.event_type \
             FROM eventstore.events e WHERE e.stream_id = $1 AND e.sequence = $2 \
           UNION ALL \
             SELECT ch.depth + 1, step.kind, step.command_id, step.stream_id, step.sequence, step.type \
@@ -223,5 +257,5 @@ sql_function!(es_causation_chain, pg_finfo_es_causation_chain, causation_chain);
 fn causation_chain(args: Args) -> Datum {
     let (stream_id, _) = args.required_text(0, "stream_id");
     let sequence = args.required_i64(1, "sequence");
-    return_rows(args.0, &CAUSATION_CHAIN, &[Some(stream_id), Some(Datum::from(sequence))])
+    return_rows(args.0, crate::integrity::for_schema(&CAUSATION_CHAIN, &CAUSATION_CHAIN_PRE_05), &[Some(stream_id), Some(Datum::from(sequence))])
 }

@@ -38,7 +38,8 @@ pub const EVENT_COLUMNS: [&CStr; 12] = [
 
 pub type EventValues = [Option<Datum>; 12];
 
-const STREAM_COLUMNS: [&CStr; 5] = [c"stream_id", c"stream_type", c"version", c"snapshot_threshold", c"created_at"];
+const STREAM_COLUMNS: [&CStr; 7] =
+    [c"stream_id", c"stream_type", c"version", c"snapshot_threshold", c"created_at", c"state", c"truncate_before"];
 
 /// What a store table's definition allows, worked out once per backend: None when the table is
 /// not exactly the store's (then the store uses SQL), otherwise the attribute numbers of the
@@ -274,8 +275,9 @@ pub fn insert_events(rows: &[EventValues], command_id: Option<Datum>) -> Option<
 
 /// What became of a stream's row.
 pub enum Bumped {
-    /// The version moved by `delta` (or the stream was created with it): new version, stream type.
-    Done(i64, String),
+    /// The version moved by `delta` (or the stream was created with it): new version, stream type,
+    /// and whether the stream had been deleted (soft) and was reopened by this append.
+    Done(i64, String, bool),
     /// No such stream, and none was created (`create` was None).
     Missing,
 }
@@ -286,7 +288,7 @@ pub enum Bumped {
 /// and nothing was written.
 pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum>) -> Option<Bumped> {
     let (mut t, shape) = Table::open(c"streams", &STREAM_COLUMNS, pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE | pg_sys::ACL_INSERT)?;
-    let [id_col, type_col, version_col, ..] = shape.cols[..] else { unreachable!() };
+    let [id_col, type_col, version_col, _, _, state_col, _] = shape.cols[..] else { unreachable!() };
     let result = unsafe {
         let slot = pg_sys::table_slot_create(t.rel, std::ptr::null_mut());
         let mut cached = STREAM_TIDS.with(|c| c.borrow().get(key.as_bytes()).copied());
@@ -312,7 +314,7 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
                     Some(tid) => {
                         remember_stream(key, tid);
                         let stream_type = <String as pgrx::FromDatum>::from_datum(stream_type, false).unwrap_or_default();
-                        break Bumped::Done(delta, stream_type);
+                        break Bumped::Done(delta, stream_type, false);
                     }
                     None => continue, // someone else created it meanwhile: bump theirs
                 }
@@ -324,13 +326,25 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
                 isnull,
             )
             .unwrap_or_default();
+            let state = <String as pgrx::FromDatum>::from_datum(pg_sys::slot_getattr(slot, state_col as i32 + 1, &mut isnull), isnull)
+                .unwrap_or_default();
+            let reopened = match state.as_str() {
+                "live" => false,
+                "deleted" => true,
+                other => {
+                    pg_sys::PopActiveSnapshot();
+                    crate::integrity::not_live(key, other)
+                }
+            };
             let old = (*(*slot).tts_ops).copy_heap_tuple.unwrap()(slot);
             let mut tid = (*slot).tts_tid;
             pg_sys::ExecClearTuple(slot);
-            let mut col = version_col as i32 + 1;
-            let mut value = Datum::from(version);
-            let mut null = false;
-            let new = pg_sys::heap_modify_tuple_by_cols(old, t.desc(), 1, &mut col, &mut value, &mut null);
+            // the version, and a deleted stream's state back to live
+            let mut cols = [version_col as i32 + 1, state_col as i32 + 1];
+            let mut values = [Datum::from(version), live_datum()];
+            let mut nulls = [false, false];
+            let n = if reopened { 2 } else { 1 };
+            let new = pg_sys::heap_modify_tuple_by_cols(old, t.desc(), n, cols.as_mut_ptr(), values.as_mut_ptr(), nulls.as_mut_ptr());
             let mut tmfd: pg_sys::TM_FailureData = std::mem::zeroed();
             let mut lockmode: pg_sys::LockTupleMode::Type = 0;
             let cid = pg_sys::GetCurrentCommandId(true);
@@ -346,7 +360,7 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
                         pg_sys::ExecDropSingleTupleTableSlot(heap_slot);
                     }
                     remember_stream(key, (*new).t_self);
-                    break Bumped::Done(version, stream_type);
+                    break Bumped::Done(version, stream_type, reopened);
                 }
                 // Another transaction changed the row and has committed by now: read it again.
                 pg_sys::TM_Result::TM_Updated if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 => continue,
@@ -364,6 +378,23 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
     Some(result)
 }
 
+/// The text 'live', made once per backend (in TopMemoryContext).
+fn live_datum() -> Datum {
+    thread_local! {
+        static LIVE: Cell<Option<Datum>> = const { Cell::new(None) };
+    }
+    LIVE.get().unwrap_or_else(|| {
+        let d = unsafe {
+            let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+            let d = pgrx::IntoDatum::into_datum("live").unwrap();
+            pg_sys::MemoryContextSwitchTo(old);
+            d
+        };
+        LIVE.set(Some(d));
+        d
+    })
+}
+
 fn serialization_failure() -> ! {
     errors::raise(Code::ERRCODE_T_R_SERIALIZATION_FAILURE, "could not serialize access due to concurrent update".into())
 }
@@ -374,7 +405,7 @@ fn serialization_failure() -> ! {
 unsafe fn create_stream(t: &mut Table, shape: &Shape, id_and_type: [Option<Datum>; 2], delta: i64, precheck: bool) -> Option<pg_sys::ItemPointerData> {
     let threshold = snapshot_threshold(id_and_type[1].unwrap());
     let created_at = Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
-    let row = [id_and_type[0], id_and_type[1], Some(Datum::from(delta)), threshold, Some(created_at)];
+    let row = [id_and_type[0], id_and_type[1], Some(Datum::from(delta)), threshold, Some(created_at), Some(live_datum()), Some(Datum::from(0i64))];
     t.insert_unless_conflict(&shape.cols, &row, precheck)
 }
 

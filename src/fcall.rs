@@ -75,6 +75,10 @@ impl Args {
         self.opt_i32(i).unwrap_or_else(|| errors::null_arg(name))
     }
 
+    pub fn required_bool(&self, i: usize, name: &str) -> bool {
+        self.opt_datum(i).map(|d| d.value() != 0).unwrap_or_else(|| errors::null_arg(name))
+    }
+
     /// A jsonb argument that must be a JSON object.
     pub fn required_object(&self, i: usize, name: &str) -> Datum {
         let d = self.opt_datum(i).unwrap_or_else(|| errors::null_arg(name));

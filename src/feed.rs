@@ -258,9 +258,22 @@ static STREAM_BACKWARD: Stmt = Stmt {
     sql: "SELECT sequence, event_type, event_version, payload, metadata, event_id, command_id, \
                  global_position, created_at \
           FROM eventstore.events WHERE stream_id = $1 AND sequence <= COALESCE($2, 9223372036854775807) \
+            AND sequence >= (SELECT COALESCE(max(truncate_before), 0) FROM eventstore.streams WHERE stream_id = $1) \
           ORDER BY sequence DESC LIMIT $3",
     args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::INT8OID],
 };
+
+static STREAM_BACKWARD_PRE_05: Stmt = Stmt {
+    sql: "SELECT sequence, event_type, event_version, payload, metadata, event_id, command_id, \
+                 global_position, created_at \
+          FROM eventstore.events WHERE stream_id = $1 AND sequence <= COALESCE($2, 9223372036854775807) \
+          ORDER BY sequence DESC LIMIT $3",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::INT8OID],
+};
+
+fn stream_backward() -> &'static Stmt {
+    crate::integrity::for_schema(&STREAM_BACKWARD, &STREAM_BACKWARD_PRE_05)
+}
 
 sql_function!(es_read_stream_backward, pg_finfo_es_read_stream_backward, read_stream_backward);
 
@@ -272,14 +285,14 @@ fn read_stream_backward(args: Args) -> Datum {
     if max < 0 {
         errors::invalid(format!("max_count must be 0 or more, not {max}"));
     }
-    return_rows(args.0, &STREAM_BACKWARD, &[Some(stream_id), from.map(Datum::from), Some(Datum::from(max))])
+    return_rows(args.0, stream_backward(), &[Some(stream_id), from.map(Datum::from), Some(Datum::from(max))])
 }
 
 sql_function!(es_last_event, pg_finfo_es_last_event, last_event);
 
 fn last_event(args: Args) -> Datum {
     let (stream_id, _) = args.required_text(0, "stream_id");
-    return_rows(args.0, &STREAM_BACKWARD, &[Some(stream_id), None, Some(Datum::from(1i64))])
+    return_rows(args.0, stream_backward(), &[Some(stream_id), None, Some(Datum::from(1i64))])
 }
 
 static CATEGORY_BACKWARD: Stmt = Stmt {

@@ -83,6 +83,22 @@ impl Row {
         n
     }
 
+    /// A column that older schemas do not have: None when absent.
+    fn get_if_present(&self, name: &str) -> Option<Datum> {
+        let c = CString::new(name).unwrap();
+        let n = unsafe { pg_sys::SPI_fnumber(self.desc, c.as_ptr()) };
+        if n <= 0 {
+            return None;
+        }
+        let mut isnull = false;
+        let d = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, n, &mut isnull) };
+        (!isnull).then_some(d)
+    }
+
+    fn text_if_present(&self, name: &str) -> Option<String> {
+        self.get_if_present(name).and_then(|d| unsafe { String::from_datum(d, false) })
+    }
+
     fn get(&self, name: &str) -> Option<Datum> {
         let mut isnull = false;
         let d = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, self.col(name), &mut isnull) };
@@ -153,20 +169,56 @@ fn op_name(op: u32) -> &'static str {
     }
 }
 
+thread_local! {
+    /// While a lifecycle function (lifecycle.rs) runs its statements: the stream whose rows they
+    /// may update or delete (None: any row), past the append-only triggers.
+    static MAINTENANCE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+/// Held by a lifecycle function while it changes rows of `stream_id` (None: rows of any stream);
+/// dropping it (also while an ERROR unwinds) revokes it.
+pub struct Maintaining(());
+
+impl Drop for Maintaining {
+    fn drop(&mut self) {
+        MAINTENANCE.with(|m| m.borrow_mut().take());
+    }
+}
+
+pub fn maintain(stream_id: Option<&str>) -> Maintaining {
+    MAINTENANCE.with(|m| *m.borrow_mut() = Some(stream_id.map(str::to_string)));
+    Maintaining(())
+}
+
+fn maintenance_allows(row: Option<&Row>) -> bool {
+    MAINTENANCE.with(|m| match m.borrow().as_ref() {
+        None => false,
+        Some(None) => true,
+        Some(Some(stream)) => row.is_some_and(|r| r.text("stream_id").as_deref() == Some(stream.as_str())),
+    })
+}
+
 sql_function!(es_append_only, pg_finfo_es_append_only, append_only);
 
-/// Events and commands are a log; streams go away only through a (future) deliberate deletion.
+/// Events, commands, archived events and the audit log are a log: rows change or go only through
+/// the lifecycle functions (deletion, truncation, archiving, erasure), never by a direct statement.
 fn append_only(args: crate::fcall::Args) -> Datum {
     let f = unsafe { fired(args.0) };
+    if f.op != pg_sys::TRIGGER_EVENT_TRUNCATE {
+        let row = f.old.as_ref().or(f.new.as_ref());
+        if maintenance_allows(row) {
+            return Datum::from(f.new.as_ref().or(f.old.as_ref()).map_or(std::ptr::null_mut(), |r| r.tuple));
+        }
+    }
     let what = if f.table == "streams" {
-        "streams cannot be deleted or truncated (stream deletion is not supported yet)".to_string()
+        "streams are deleted with eventstore.delete_stream".to_string()
     } else {
         format!("eventstore.{} is append-only", f.table)
     };
     errors::raise_detail(
         Code::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!("{what}: {} is not allowed", op_name(f.op)),
-        "Events and commands are immutable once written.".into(),
+        "Events and commands change or go only through the lifecycle functions (delete_stream, truncate_stream, archive_stream, erase_stream, redact_events).".into(),
     )
 }
 
@@ -174,6 +226,20 @@ static BUMP_STREAM: Stmt = Stmt {
     sql: "UPDATE eventstore.streams SET version = version + 1 WHERE stream_id = $1 RETURNING version, stream_type",
     args: &[pg_sys::TEXTOID],
 };
+
+/// A stream that is not live cannot take events (a deleted one is reopened by an append function).
+pub fn not_live(stream_id: &str, state: &str) -> ! {
+    let (what, hint) = match state {
+        "tombstone" => ("was deleted permanently", "Its id stays taken; delete_stream(..., hard => true, allow_reuse => true) frees it."),
+        "archived" => ("is archived", "restore_stream brings it back."),
+        _ => ("is deleted", "Append with append_event or append_events to reopen it."),
+    };
+    errors::raise_detail(
+        Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("stream \"{stream_id}\" {what}"),
+        hint.into(),
+    )
+}
 
 sql_function!(es_events_guard, pg_finfo_es_events_guard, events_guard);
 
@@ -291,6 +357,25 @@ fn position_sequence() -> pg_sys::Oid {
 
 thread_local! {
     static OWNER: std::cell::Cell<Option<pg_sys::Oid>> = const { std::cell::Cell::new(None) };
+    static LIFECYCLE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the installed schema has the lifecycle columns and tables (0.5.0 on). The library of a
+/// newer release serves databases whose schema is older until ALTER EXTENSION ... UPDATE runs;
+/// the statements that name what 0.5.0 added have a variant without it.
+pub(crate) fn lifecycle_schema() -> bool {
+    if let Some(known) = LIFECYCLE.get() {
+        return known;
+    }
+    let has = store_relid(c"streams")
+        .is_some_and(|relid| unsafe { pg_sys::get_attnum(relid, c"state".as_ptr()) } != pg_sys::InvalidAttrNumber as i16);
+    LIFECYCLE.set(Some(has));
+    has
+}
+
+/// The statement for the installed schema: `current` from 0.5.0 on, `before` for older ones.
+pub(crate) fn for_schema(current: &'static Stmt, before: &'static Stmt) -> &'static Stmt {
+    if lifecycle_schema() { current } else { before }
 }
 
 /// The role that owns the store's tables (the events table's owner): the notifier connects as it.
@@ -340,6 +425,7 @@ pub(crate) fn store_relid(name: &'static std::ffi::CStr) -> Option<pg_sys::Oid> 
 /// Runs inside invalidation processing: must not raise.
 pub(crate) fn forget_relids(relid: pg_sys::Oid) -> bool {
     OWNER.set(None);
+    LIFECYCLE.set(None);
     RELIDS.with(|r| {
         let Ok(mut r) = r.try_borrow_mut() else { return true };
         let streams = relid == pg_sys::InvalidOid || r.iter().any(|&(n, o)| o == relid && n == c"streams");
@@ -369,6 +455,13 @@ fn streams_guard(args: crate::fcall::Args) -> Datum {
         None => {
             if stream_id.is_empty() || new.text("stream_type").is_none_or(|t| t.is_empty()) {
                 violation("streams.stream_id and streams.stream_type must not be empty");
+            }
+            let fresh = |r: &Row| {
+                r.text_if_present("state").is_none_or(|s| s == "live")
+                    && r.get_if_present("truncate_before").is_none_or(|t| t.value() as i64 == 0)
+            };
+            if !fresh(&new) {
+                violation("a new stream is live and starts at sequence 1 (state 'live', truncate_before 0)");
             }
             if version != 0 && !stream_bump_granted(&stream_id, 0, version) {
                 errors::raise_detail(
@@ -411,15 +504,73 @@ fn streams_guard(args: crate::fcall::Args) -> Datum {
                     "A stream's version moves only as events are appended.".into(),
                 );
             }
+            let state = |r: &Row| r.text_if_present("state").unwrap_or_else(|| "live".into());
+            let truncated = |r: &Row| r.get_if_present("truncate_before").map(|d| d.value() as i64);
+            let (old_state, new_state) = (state(&old), state(&new));
+            let lifecycle_changed = old_state != new_state || truncated(&old) != truncated(&new);
+            if version != old_version {
+                // appends: to a live stream, or reopening a deleted one (its state set back to live)
+                let reopening = old_state == "deleted" && new_state == "live" && truncated(&old) == truncated(&new);
+                if !(old_state == "live" && new_state == "live") && !reopening {
+                    not_live(&stream_id, &old_state);
+                }
+            } else if lifecycle_changed && !maintenance_allows(Some(&new)) {
+                errors::raise_detail(
+                    Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("the state of stream \"{stream_id}\" cannot be set directly"),
+                    "Streams are deleted, truncated and archived with the lifecycle functions.".into(),
+                );
+            }
             Datum::from(new.tuple)
         }
+    }
+}
+
+static SNAPSHOT_STREAM: Stmt = Stmt {
+    sql: "SELECT version, state FROM eventstore.streams WHERE stream_id = $1 FOR KEY SHARE",
+    args: &[pg_sys::TEXTOID],
+};
+
+sql_function!(es_snapshots_guard, pg_finfo_es_snapshots_guard, snapshots_guard);
+
+/// BEFORE INSERT OR UPDATE on snapshots: a snapshot folds events 1..sequence of a live stream
+/// (what the foreign key to the event said until 0.5.0), has a version of 1 or more and a JSON
+/// object as payload.
+fn snapshots_guard(args: crate::fcall::Args) -> Datum {
+    let f = unsafe { fired(args.0) };
+    let new = f.new.expect("INSERT/UPDATE has a new row");
+    if new.get("snapshot_version").is_some_and(|v| (v.value() as i32) < 1) {
+        violation("snapshots.snapshot_version must be 1 or more");
+    }
+    if let Some(d) = new.get("payload") {
+        let (_, root) = crate::jsonb::root(d);
+        if !crate::jsonb::is_object(root) {
+            violation(&format!("snapshots.payload must be a JSON object, not {}", crate::jsonb::kind_of(root)));
+        }
+    }
+    let (Some(stream), Some(sequence)) = (new.get("stream_id"), new.i64("sequence")) else {
+        return Datum::from(new.tuple); // NOT NULL says the rest
+    };
+    let spi = Spi::connect();
+    let rows = spi.run(&SNAPSHOT_STREAM, &[Some(stream)], false);
+    let found = (rows.len() == 1).then(|| (rows.i64(0, 1).unwrap_or(0), rows.text(0, 2).unwrap_or_default()));
+    spi.finish();
+    let stream_id = new.text("stream_id").unwrap_or_default();
+    match found {
+        None => errors::raise(Code::ERRCODE_FOREIGN_KEY_VIOLATION, format!("stream \"{stream_id}\" does not exist")),
+        Some((_, state)) if state != "live" => not_live(&stream_id, &state),
+        Some((version, _)) if sequence < 1 || sequence > version => errors::raise(
+            Code::ERRCODE_FOREIGN_KEY_VIOLATION,
+            format!("snapshot sequence {sequence} is not an event of stream \"{stream_id}\" (version {version})"),
+        ),
+        _ => Datum::from(new.tuple),
     }
 }
 
 static CAUSING_EVENT: Stmt = Stmt {
     sql: "SELECT c.correlation_id FROM eventstore.events e \
           LEFT JOIN eventstore.commands c ON c.command_id = e.command_id \
-          WHERE e.stream_id = $1 AND e.sequence = $2",
+          WHERE e.stream_id = $1 AND e.sequence = $2 FOR KEY SHARE OF e",
     args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
 };
 

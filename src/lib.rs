@@ -17,6 +17,7 @@ mod errors;
 mod feed;
 mod integrity;
 mod jsonb;
+mod lifecycle;
 mod notifier;
 mod read;
 mod snapshots;

@@ -7,8 +7,15 @@ use crate::fcall::{return_i64, return_void, Args};
 use crate::spi::{return_rows, Spi, Stmt};
 use pgrx::pg_sys::{self, Datum};
 
+// Locked against a concurrent delete_stream or archive_stream (which lock the row FOR UPDATE);
+// appends, which update only the version, are not held up.
 static STREAM_VERSION_FOR_SHARE: Stmt = Stmt {
-    sql: "SELECT version FROM eventstore.streams WHERE stream_id = $1",
+    sql: "SELECT version, state FROM eventstore.streams WHERE stream_id = $1 FOR KEY SHARE",
+    args: &[pg_sys::TEXTOID],
+};
+
+static STREAM_VERSION_FOR_SHARE_PRE_05: Stmt = Stmt {
+    sql: "SELECT version, 'live'::text FROM eventstore.streams WHERE stream_id = $1 FOR KEY SHARE",
     args: &[pg_sys::TEXTOID],
 };
 
@@ -30,11 +37,15 @@ fn take_snapshot(args: Args) -> Datum {
         errors::invalid(format!("snapshot_version must be 1 or more, not {snapshot_version}"));
     }
     let spi = Spi::connect();
-    let rows = spi.run(&STREAM_VERSION_FOR_SHARE, &[Some(stream_id)], false);
+    let rows = spi.run(crate::integrity::for_schema(&STREAM_VERSION_FOR_SHARE, &STREAM_VERSION_FOR_SHARE_PRE_05), &[Some(stream_id)], false);
     if rows.len() == 0 {
         errors::raise(Code::ERRCODE_FOREIGN_KEY_VIOLATION, format!("stream \"{sid}\" does not exist"));
     }
     let version = rows.i64(0, 1).unwrap_or(0);
+    let state = rows.text(0, 2).unwrap_or_default();
+    if state != "live" {
+        crate::integrity::not_live(&sid, &state);
+    }
     if sequence < 1 || sequence > version {
         errors::invalid(format!(
             "snapshot sequence {sequence} is out of range for stream \"{sid}\" (version {version}): \
@@ -100,6 +111,17 @@ static NEEDING_SNAPSHOT: Stmt = Stmt {
           FROM eventstore.streams s \
           LEFT JOIN LATERAL (SELECT sequence FROM eventstore.snapshots \
                              WHERE stream_id = s.stream_id ORDER BY sequence DESC LIMIT 1) n ON true \
+          WHERE s.snapshot_threshold IS NOT NULL AND s.state = 'live' \
+            AND s.version - COALESCE(n.sequence, 0) >= s.snapshot_threshold \
+          ORDER BY since DESC, s.stream_id LIMIT $1",
+    args: &[pg_sys::INT4OID],
+};
+
+static NEEDING_SNAPSHOT_PRE_05: Stmt = Stmt {
+    sql: "SELECT s.stream_id, s.stream_type, s.version, s.version - COALESCE(n.sequence, 0) AS since \
+          FROM eventstore.streams s \
+          LEFT JOIN LATERAL (SELECT sequence FROM eventstore.snapshots \
+                             WHERE stream_id = s.stream_id ORDER BY sequence DESC LIMIT 1) n ON true \
           WHERE s.snapshot_threshold IS NOT NULL \
             AND s.version - COALESCE(n.sequence, 0) >= s.snapshot_threshold \
           ORDER BY since DESC, s.stream_id LIMIT $1",
@@ -113,5 +135,5 @@ fn streams_needing_snapshot(args: Args) -> Datum {
     if max < 0 {
         errors::invalid(format!("max_count must be 0 or more, not {max}"));
     }
-    return_rows(args.0, &NEEDING_SNAPSHOT, &[Some(Datum::from(max))])
+    return_rows(args.0, crate::integrity::for_schema(&NEEDING_SNAPSHOT, &NEEDING_SNAPSHOT_PRE_05), &[Some(Datum::from(max))])
 }

@@ -109,17 +109,70 @@ pub fn populate(c: &mut Client) {
     }
 }
 
+/// What the lifecycle functions leave behind (0.5.0 on): a soft-deleted and reopened stream, a
+/// tombstone, an archived stream, a truncated one, redacted and erased events, a retention setting
+/// and the audit log's entries. Needs `populate` first.
+pub fn populate_lifecycle(c: &mut Client) {
+    let script = "SELECT eventstore.append_events('life-soft', 'Life', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]');
+         SELECT eventstore.delete_stream('life-soft');
+         SELECT eventstore.append_event('life-soft', 'Life', 'Reopened', '{}');
+         SELECT eventstore.delete_stream('acct-20', hard => true, reason => 'closed');
+         SELECT eventstore.append_events('life-old', 'Life', '[{\"type\": \"A\", \"payload\": {\"n\": 1}}, {\"type\": \"B\", \"payload\": {\"n\": 2}}]');
+         SELECT eventstore.archive_stream('life-old');
+         SELECT eventstore.truncate_stream('acct-19', 2, 'kept the last one');
+         SELECT eventstore.append_event('person-1', 'Person', 'Registered', '{\"email\": \"p@example.com\", \"name\": \"P\"}', '{\"ip\": \"192.0.2.1\"}');
+         SELECT eventstore.redact_events('person-1', NULL, ARRAY['payload.email', 'metadata.ip'], 'request 1');
+         SELECT eventstore.set_retention('Ticker', max_count => 10, max_age => interval '400 days', keep_after_snapshot => true)";
+    for statement in script.split(";\n") {
+        c.batch_execute(statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+const STORE_TABLES: [&str; 8] =
+    ["stream_types", "streams", "commands", "events", "snapshots", "subscription_state", "archived_events", "audit_log"];
+
 /// Every row of every table of the store (and the position sequence), to compare two stores.
 pub fn store_digest(c: &mut Client) -> Vec<(String, i64, String)> {
+    let columns = store_columns(c);
+    store_digest_of(c, &columns)
+}
+
+/// The store's tables and their columns as installed (tables a later version adds are absent).
+pub fn store_columns(c: &mut Client) -> Vec<(String, Vec<String>)> {
+    STORE_TABLES
+        .iter()
+        .filter_map(|t| {
+            let cols: Vec<String> = c
+                .query(
+                    "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass('eventstore.' || $1::text) \
+                     AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    &[t],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (!cols.is_empty()).then(|| (t.to_string(), cols))
+        })
+        .collect()
+}
+
+/// The digest of the given tables' given columns: what an upgrade must leave as it was (the
+/// columns it adds are left out).
+pub fn store_digest_of(c: &mut Client, tables: &[(String, Vec<String>)]) -> Vec<(String, i64, String)> {
     let mut out = Vec::new();
-    for t in ["stream_types", "streams", "commands", "events", "snapshots", "subscription_state"] {
+    for (t, cols) in tables {
         let row = c
             .query_one(
-                &format!("SELECT count(*), COALESCE(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM eventstore.{t} t"),
-                &[],
+                &format!(
+                    "SELECT count(*), COALESCE(md5(string_agg(r, E'\\n' ORDER BY r)), '') FROM \
+                     (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(t)) WHERE key = ANY ($1))::text AS r \
+                      FROM eventstore.{t} t) x"
+                ),
+                &[cols],
             )
             .unwrap();
-        out.push((t.to_string(), row.get(0), row.get(1)));
+        out.push((t.clone(), row.get(0), row.get(1)));
     }
     let seq = c.query_one("SELECT last_value, is_called::text FROM eventstore.global_position_seq", &[]).unwrap();
     out.push(("global_position_seq".into(), seq.get(0), seq.get(1)));

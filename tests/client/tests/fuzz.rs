@@ -15,6 +15,11 @@ enum T {
     Int,
     Uuid,
     Arr,
+    Bool,
+    Interval,
+    BigArr,
+    Paths,
+    Ts,
 }
 
 const FUNCTIONS: &[(&str, &[T])] = &[
@@ -38,6 +43,17 @@ const FUNCTIONS: &[(&str, &[T])] = &[
     ("poll", &[T::Text, T::Int]),
     ("ack", &[T::Text, T::Big]),
     ("verify", &[]),
+    ("delete_stream", &[T::Text, T::Big, T::Bool, T::Bool, T::Text]),
+    ("truncate_stream", &[T::Text, T::Big, T::Text]),
+    ("set_retention", &[T::Text, T::Interval, T::Big, T::Bool]),
+    ("apply_retention", &[]),
+    ("archive_stream", &[T::Text, T::Big]),
+    ("restore_stream", &[T::Text]),
+    ("load_archived_stream", &[T::Text, T::Big, T::Big]),
+    ("erase_stream", &[T::Text, T::Text]),
+    ("redact_events", &[T::Text, T::BigArr, T::Paths, T::Text]),
+    ("redact_command", &[T::Uuid, T::Paths, T::Text]),
+    ("delete_commands_without_events", &[T::Text, T::Ts, T::Text]),
 ];
 
 fn sql_type(t: T) -> &'static str {
@@ -47,7 +63,11 @@ fn sql_type(t: T) -> &'static str {
         T::Big => "bigint",
         T::Int => "integer",
         T::Uuid => "uuid",
-        T::Arr => "text[]",
+        T::Arr | T::Paths => "text[]",
+        T::Bool => "boolean",
+        T::Interval => "interval",
+        T::BigArr => "bigint[]",
+        T::Ts => "timestamptz",
     }
 }
 
@@ -158,6 +178,25 @@ fn value(rng: &mut Rng, t: T) -> Option<String> {
         T::Int => int(rng),
         T::Uuid => uuid(rng),
         T::Arr => arr(rng),
+        T::Bool => [None, Some("true".to_string()), Some("false".to_string())][rng.below(3) as usize].clone(),
+        T::Interval => [None, Some("1 day".into()), Some("-1 day".into()), Some("0".into()), Some("1000000 years".into()), Some("1 microsecond".into())]
+            [rng.below(6) as usize]
+            .clone(),
+        T::BigArr => [None, Some("{}".into()), Some("{1}".into()), Some("{1,2,NULL}".into()), Some("{-1,9223372036854775807}".into())]
+            [rng.below(5) as usize]
+            .clone(),
+        T::Paths => [
+            None,
+            Some("{}".into()),
+            Some("{NULL}".into()),
+            Some("{payload}".into()),
+            Some("{payload.a,metadata.b}".into()),
+            Some("{payload.*.x,payload..y}".into()),
+            Some("{metadata.0.1.2}".into()),
+            Some("{other.a}".into()),
+        ][rng.below(8) as usize]
+            .clone(),
+        T::Ts => [None, Some("now".into()), Some("-infinity".into()), Some("infinity".into())][rng.below(4) as usize].clone(),
     }
 }
 
@@ -167,11 +206,13 @@ fn counts(c: &mut Client) -> Vec<i64> {
             "SELECT (SELECT count(*) FROM eventstore.events), (SELECT count(*) FROM eventstore.streams), \
                     (SELECT count(*) FROM eventstore.commands), (SELECT count(*) FROM eventstore.snapshots), \
                     (SELECT count(*) FROM eventstore.stream_types), (SELECT count(*) FROM eventstore.subscription_state), \
-                    (SELECT COALESCE(sum(version), 0)::bigint FROM eventstore.streams)",
+                    (SELECT COALESCE(sum(version), 0)::bigint FROM eventstore.streams), \
+                    (SELECT count(*) FROM eventstore.archived_events), (SELECT count(*) FROM eventstore.audit_log), \
+                    (SELECT count(*) FROM eventstore.streams WHERE state <> 'live')",
             &[],
         )
         .unwrap();
-    (0..7).map(|i| r.get(i)).collect()
+    (0..10).map(|i| r.get(i)).collect()
 }
 
 fn describe(args: &[Option<String>]) -> String {

@@ -89,6 +89,14 @@ fn check_restored(c: &mut Client, before: &[(String, i64, String)]) {
     assert_eq!(db_error(&e).0, "40001");
     let e = c.execute("DELETE FROM eventstore.events WHERE stream_id = 'acct-3'", &[]).unwrap_err();
     assert_eq!(db_error(&e).0, "0A000");
+    // and the lifecycle state came back: a tombstone refuses appends, an archived stream restores,
+    // the audit log goes on numbering
+    let e = c.execute("SELECT eventstore.append_event('acct-20', 'Account', 'X', '{}')", &[]).unwrap_err();
+    assert_eq!(db_error(&e).0, "55000");
+    let restored: i64 = c.query_one("SELECT eventstore.restore_stream('life-old')", &[]).unwrap().get(0);
+    assert_eq!(restored, 2);
+    let entries: i64 = c.query_one("SELECT count(*) FROM eventstore.audit_log", &[]).unwrap().get(0);
+    assert!(entries >= 5, "{entries} audit entries");
     assert_eq!(violations(c), Vec::<String>::new());
 }
 
@@ -98,6 +106,7 @@ fn dump_and_restore_into_the_same_cluster() {
     let src_url = url_for(src_db);
     let mut src = fresh_db(&src_url, src_db, None);
     populate(&mut src);
+    populate_lifecycle(&mut src);
     let before = store_digest(&mut src);
     let file = "/tmp/pg_eventstore_same_cluster.dump";
     dump(&src_url, file);
@@ -127,6 +136,7 @@ fn dump_and_restore_into_a_younger_cluster() {
     )
     .unwrap();
     populate(&mut src);
+    populate_lifecycle(&mut src);
     let before = store_digest(&mut src);
     let file = "/tmp/pg_eventstore_young_cluster.dump";
     dump(&src_url, file);

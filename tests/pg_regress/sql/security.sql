@@ -3,7 +3,9 @@
 -- (SECURITY DEFINER) with a fixed search_path, granted to two roles the extension creates:
 --   eventstore_writer: append, record commands, take snapshots, set thresholds, manage subscriptions,
 --                      and everything the reader can (it is a member of eventstore_reader);
---   eventstore_reader: every read, the feed, feed_status, verify, and poll/ack on subscriptions.
+--   eventstore_reader: every read, the feed, feed_status, verify, and poll/ack on subscriptions;
+--   eventstore_admin: the lifecycle functions (deleting, truncating, archiving, erasing) and the
+--                     audit log, and everything the reader can.
 -- Grant them to your application's login roles: GRANT eventstore_writer TO my_app;
 \set SHOW_CONTEXT never
 
@@ -115,6 +117,45 @@ SELECT lagging_events FROM feed_status();
 SELECT invariant FROM verify();
 RESET search_path;
 RESET ROLE;
+
+-- The lifecycle functions belong to eventstore_admin (a member of eventstore_reader): a writer and
+-- a reader may not delete, truncate, archive, erase or redact anything, nor read the audit log.
+SET ROLE es_app;
+SELECT eventstore.delete_stream('sec-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT eventstore.erase_stream('sec-1', 'not mine to erase');
+\echo :LAST_ERROR_SQLSTATE
+SELECT eventstore.apply_retention();
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM eventstore.audit_log;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE es_projector;
+SELECT eventstore.archive_stream('sec-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM eventstore.load_archived_stream('sec-1');
+RESET ROLE;
+DO $$BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'es_dpo') THEN CREATE ROLE es_dpo LOGIN; END IF;
+END$$;
+GRANT eventstore_admin TO es_dpo;
+-- An admin, with a hostile search_path of its own, erases and deletes; the look-alikes stay unused.
+CREATE SCHEMA evil2 AUTHORIZATION es_dpo;
+SET ROLE es_dpo;
+CREATE FUNCTION evil2.trap() RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'a look-alike was called'; END$$;
+CREATE FUNCTION evil2.now() RETURNS timestamptz LANGUAGE sql AS 'SELECT evil2.trap()::timestamptz';
+CREATE FUNCTION evil2.jsonb_set(jsonb, text[], jsonb, boolean) RETURNS jsonb LANGUAGE sql AS 'SELECT evil2.trap()::jsonb';
+CREATE TABLE evil2.audit_log (action text);
+SET search_path = evil2, pg_catalog, eventstore;
+SELECT redact_events('sec-evil', NULL, ARRAY['payload.n'], 'dpo request');
+SELECT erase_stream('sec-evil', 'dpo request');
+SELECT delete_stream('sec-evil', hard => true, reason => 'dpo request');
+SELECT action, rows, reason FROM eventstore.audit_log WHERE stream_id OPERATOR(pg_catalog.=) 'sec-evil' ORDER BY entry_id;
+SELECT invariant FROM verify();
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA evil2 CASCADE;
+REVOKE eventstore_admin FROM es_dpo;
 
 DROP SCHEMA evil CASCADE;
 REVOKE eventstore_writer FROM es_app;
