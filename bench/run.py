@@ -31,7 +31,7 @@ NOTIFY_OFF = {"PGOPTIONS": "-c pg_eventstore.notify=off"}
 OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 
 
-WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale"]
+WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale", "lifecycle"]
 COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
 
 
@@ -49,8 +49,9 @@ class Variant:
     """One pgbench script run: `script` is the pgbench script text, `events` how many events one
     transaction appends or reads."""
 
-    def __init__(self, name, script, events=1, clients=8, options=(), env=None):
+    def __init__(self, name, script, events=1, clients=8, options=(), env=None, db=DB):
         self.name, self.script, self.events, self.clients, self.options = name, script, events, clients, list(options)
+        self.db = db
         self.env = env or {}
         self.tps = self.p50 = self.p99 = None
         self.round_tps, self.latencies = [], []
@@ -68,7 +69,7 @@ def run_variant(v, seconds, workdir, round_no=0):
         os.remove(old)
     cmd = [os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", str(v.clients), "-j", "2",
            "-T", str(seconds), "-D", "n=0", "-D", f"run={os.getpid()}{round_no}", "-f", path,
-           "-l", f"--log-prefix={prefix}"] + v.options + [DB]
+           "-l", f"--log-prefix={prefix}"] + v.options + [v.db]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **v.env})
     if out.returncode != 0:
         sys.exit(f"pgbench failed for {v.name}:\n{out.stdout}\n{out.stderr}")
@@ -143,9 +144,9 @@ def batch_json(n):
     return "[" + ", ".join(f'{{"type": "Tick", "payload": {PAYLOAD}, "metadata": {META}}}' for _ in range(n)) + "]"
 
 
-def fill(total, prefix="fill"):
+def fill(total, prefix="fill", db=DB):
     """Grows the store to `total` events: streams of 100 events, 10 stream types, batches of 100."""
-    have = int(psql("SELECT count(*) FROM eventstore.events"))
+    have = int(psql("SELECT count(*) FROM eventstore.events", db=db))
     first = have // 100 + 1
     last = total // 100
     step = 2000  # streams per statement: one transaction each, so progress is committed as it goes
@@ -154,8 +155,59 @@ def fill(total, prefix="fill"):
         psql(f"""SELECT count(eventstore.append_events('{prefix}-' || i, 'Fill' || (i % 10),
                    (SELECT jsonb_agg(jsonb_build_object('type', 'Tick', 'payload', jsonb_build_object('i', i, 'k', k)))
                     FROM generate_series(1, 100) AS k)))
-                 FROM generate_series({start}, {end}) AS i""")
-    psql("VACUUM ANALYZE eventstore.events")
+                 FROM generate_series({start}, {end}) AS i""", db=db)
+    psql("VACUUM ANALYZE eventstore.events", db=db)
+
+
+def timed(sql, db=DB):
+    """Milliseconds one statement takes, commit included, as psql's \\timing reports it."""
+    out = psql("\\timing on\n" + sql, db=db)
+    return float(re.findall(r"^Time: ([\d.]+) ms", out, re.M)[-1])
+
+
+def lifecycle_ops(rounds, n):
+    """Times each removal on a stream of n events (ten snapshots, ten commands), in a store of
+    other streams; the median of `rounds` fresh streams per operation."""
+    person = ('jsonb_build_object(\'customer\', jsonb_build_object(\'name\', \'Ada Lovelace\', '
+              '\'email\', \'ada-\' || k || \'@example.org\'), \'amount\', k)')
+
+    def make(stream):
+        psql(f"""SELECT count(eventstore.append_events('{stream}', 'Customer',
+                   (SELECT jsonb_agg(jsonb_build_object('type', 'Paid', 'payload', {person},
+                                                        'metadata', jsonb_build_object('ip', '10.0.0.' || (k % 250))))
+                    FROM generate_series(b * 100 + 1, b * 100 + 100) AS k)))
+                 FROM generate_series(0, {n // 100 - 1}) AS b;
+                 SELECT count(eventstore.take_snapshot('{stream}', s, '{{"balance": 1}}'))
+                 FROM generate_series({n // 10}, {n}, {n // 10}) AS s;
+                 SELECT count(eventstore.record_command('Pay', '{{"email": "ada@example.org"}}', '{stream}'))
+                 FROM generate_series(1, 10);
+                 CHECKPOINT""")
+
+    ops = [
+        ("hard delete (`delete_stream(…, hard => true, reason => …)`)",
+         "SELECT eventstore.delete_stream('{s}', hard => true, reason => 'bench')"),
+        ("soft delete (`delete_stream`)", "SELECT eventstore.delete_stream('{s}')"),
+        ("redact one path in every event (`redact_events(…, NULL, '{payload.customer.email}', …)`)",
+         "SELECT eventstore.redact_events('{s}', NULL, '{{payload.customer.email}}', 'bench')"),
+        ("redact two paths with a wildcard (`'{payload.customer.*, metadata.ip}'`)",
+         "SELECT eventstore.redact_events('{s}', NULL, '{{payload.customer.*, metadata.ip}}', 'bench')"),
+        ("erase the stream (`erase_stream`)", "SELECT eventstore.erase_stream('{s}', 'bench')"),
+        ("truncate half (`truncate_stream`)", f"SELECT eventstore.truncate_stream('{{s}}', {n // 2 + 1}, 'bench')"),
+        ("archive (`archive_stream`)", "SELECT eventstore.archive_stream('{s}')"),
+        ("restore (`restore_stream`, of an archived stream)", "SELECT eventstore.restore_stream('{s}')"),
+    ]
+    rows = [f"| operation on a stream of {n:,} events | median ms | rounds (ms) |", "|---|---|---|"]
+    for name, sql in ops:
+        times = []
+        for r in range(rounds):
+            stream = f"life-{abs(hash(name)) % 100000}-{r}-{os.getpid()}"
+            make(stream)
+            if "restore" in name:
+                psql(f"SELECT eventstore.archive_stream('{stream}'); CHECKPOINT")
+            times.append(timed(sql.format(s=stream)))
+        print(f"  {name}: {median(times):.1f} ms ({', '.join(f'{t:.0f}' for t in times)})", flush=True)
+        rows.append(f"| {name} | {median(times):.1f} | {', '.join(f'{t:.0f}' for t in times)} |")
+    return "\n".join(rows)
 
 
 def settings():
@@ -401,6 +453,63 @@ def main():
                  f"load calls/s × {last[1].tps / first[1].tps:.2f} (target: within 1.2× either way).")
         section("5. Scale (append: 8 clients on their own streams; load: 2 clients, the same 1,000-event stream)",
                 "\n".join(rows) + drift)
+
+    # 6. Lifecycle: what removals cost, and that archived events cost the hot tables nothing.
+    if "lifecycle" in only:
+        print("lifecycle", flush=True)
+        fill(max(scale[0], 100000) if not args.smoke else 10000, prefix="life-bg")
+        ops = lifecycle_ops(3 if args.smoke else 5, 1000 if args.smoke else 10000)
+        archived_n, live_n = (10000, 2000) if args.smoke else (1000000, 100000)
+        hot_db, arch_db = DB + "_hot", DB + "_archived"
+        for db in (hot_db, arch_db):
+            psql(f"DROP DATABASE IF EXISTS {db}", db="postgres")
+            psql(f"CREATE DATABASE {db}", db="postgres")
+            psql("CREATE EXTENSION pg_eventstore", db=db)
+        # The archived store first had archived_n events, all archived since; both then get the
+        # same live events, so the archived ones sit below every live position.
+        fill(archived_n, prefix="old", db=arch_db)
+        for start in range(1, archived_n // 100 + 1, 2000):
+            end = min(archived_n // 100, start + 1999)
+            psql(f"SELECT count(eventstore.archive_stream('old-' || i)) FROM generate_series({start}, {end}) AS i",
+                 db=arch_db)
+        for db in (hot_db, arch_db):
+            fill(live_n, prefix="live", db=db)
+            psql("VACUUM ANALYZE eventstore.events, eventstore.archived_events", db=db)
+            psql("CHECKPOINT", db=db)
+        sizes = {db: psql("SELECT pg_size_pretty(pg_total_relation_size('eventstore.events')) || ' events, ' || "
+                          "(SELECT count(*) FROM eventstore.archived_events) || ' archived'", db=db).strip()
+                 for db in (hot_db, arch_db)}
+        variants = []
+        for db, label in ((hot_db, "no archive"), (arch_db, f"{archived_n:,} archived")):
+            after = int(psql("SELECT max(global_position) FROM eventstore.events", db=db)) - 1000
+            first = int(psql("SELECT min(global_position) FROM eventstore.events", db=db)) - 1
+            variants.append((
+                Variant(f"append_event, {label}", f"SELECT eventstore.append_event({stream.format(p='la')}, 'Bench', "
+                                                  f"'Tick', '{PAYLOAD}', '{META}');\n", db=db),
+                Variant(f"read_all near the head, {label}",
+                        f"SELECT count(*) FROM eventstore.read_all({after}, 1000);\n", events=1000, clients=2, db=db),
+                Variant(f"read_all from 0, {label}",
+                        "SELECT count(*) FROM eventstore.read_all(0, 1000);\n", events=1000, clients=2, db=db),
+                Variant(f"load_stream (100), {label}",
+                        "SELECT count(*) FROM eventstore.load_stream('live-7');\n", events=100, clients=2, db=db),
+            ))
+        rows = [f"| {archived_n:,} archived vs none | tx/s none | tx/s archived | ratio (archived / none) |",
+                "|---|---|---|---|"]
+        for hot, arch in zip(*variants):
+            run_workload([hot, arch], seconds, work, rounds)
+            rows.append(f"| {hot.name.split(',')[0]} | {hot.tps:.0f} | {arch.tps:.0f} | {ratio(arch, hot):.2f} |")
+        for db in (hot_db, arch_db):
+            psql(f"DROP DATABASE IF EXISTS {db}", db="postgres")
+        section("6. Lifecycle",
+                f"Each removal on a fresh stream of {'1,000' if args.smoke else '10,000'} events (payload "
+                "`{\"customer\": {\"name\": …, \"email\": …}, \"amount\": k}`, metadata `{\"ip\": …}`), "
+                "with ten snapshots and ten commands, in a store of other streams; psql's `\\timing`, commit "
+                "included.\n\n" + ops + "\n\nTarget: hard delete and redaction of a path in 10,000 events each well "
+                "under a second.\n\nTwo databases with the same live events, one of which first held "
+                f"{archived_n:,} events, all archived since (and vacuumed): {sizes[hot_db]} / {sizes[arch_db]}. "
+                "The variants alternate between them; read_all from 0 starts below every archived position.\n\n"
+                + "\n".join(rows) + "\n\nTarget: with the archive as fast as without (ratio ≈ 1, within the "
+                "machine's noise).")
 
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

@@ -256,4 +256,35 @@ mod tests {
             .unwrap();
         assert!(crate::feed::cluster_next_xid() >= horizon as u64);
     }
+
+    #[pg_test]
+    fn redaction_nulls_each_path_where_it_exists() {
+        let got = Spi::get_one::<pgrx::JsonB>(
+            r#"SELECT eventstore.redact_json('{"a": {"b": 1, "c": 2}, "l": [{"s": "x"}, {"s": "y", "t": 3}], "k": 4}',
+                                              '{a.b, l.*.s, l.1.t, missing.x, k.deeper}')"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got.0,
+            serde_json::json!({"a": {"b": null, "c": 2}, "l": [{"s": null}, {"s": null, "t": null}], "k": 4})
+        );
+    }
+
+    #[pg_test]
+    fn a_hard_delete_leaves_a_tombstone_and_an_audit_entry() {
+        Spi::run("SELECT eventstore.append_events('t-9', 'T', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')").unwrap();
+        assert_eq!(one_i64("SELECT eventstore.delete_stream('t-9', 2, hard => true, reason => 'test')"), 2);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.events WHERE stream_id = 't-9'"), 0);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.streams WHERE stream_id = 't-9' AND state = 'tombstone'"), 1);
+        assert_eq!(one_i64("SELECT rows FROM eventstore.audit_log WHERE stream_id = 't-9' AND reason = 'test'"), 2);
+        assert_eq!(one_i64("SELECT count(*) FROM eventstore.verify()"), 0);
+    }
+
+    #[pg_test(error = "stream \"t-10\" was deleted permanently")]
+    fn a_tombstone_refuses_appends() {
+        Spi::run("SELECT eventstore.append_event('t-10', 'T', 'A', '{}')").unwrap();
+        Spi::run("SELECT eventstore.delete_stream('t-10', hard => true, reason => 'test')").unwrap();
+        Spi::run("SELECT eventstore.append_event('t-10', 'T', 'A', '{}')").unwrap();
+    }
 }
