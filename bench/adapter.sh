@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash pgrx-config/setup.sh >/dev/null
 . pgrx-config/env.sh
 . tests/cluster.sh
+. tests/keep-installed.sh
 n=2000 rounds=6 out="bench/results/$(date -u +%Y-%m-%d-%H%M)-adapter.md" profile=--release
 if [ "${1:-}" = "--smoke" ]; then n=20 rounds=2 out=bench/results/adapter-smoke.md profile=; fi
 if [ -z "$profile" ]; then bash tests/install.sh; else cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null; fi
@@ -15,7 +16,7 @@ db=pg_eventstore_adapter_bench
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 psql -q -d "$db" -c "CREATE EXTENSION pg_eventstore"
 result=$(cargo run -q $profile --manifest-path clients/rust/Cargo.toml -p pg-eventstore-cqrs --example overhead -- \
-    "postgres:///$db?host=/var/run/postgresql" "$n" "$rounds")
+    "postgres:///$db?host=/var/run/postgresql&port=$PGPORT" "$n" "$rounds")
 echo "$result"
 {
     echo "# cqrs-es adapter overhead"

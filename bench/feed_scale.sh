@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
 . tests/cluster.sh
+. tests/keep-installed.sh
 N=${1:-1000000}
 db=pg_eventstore_feed_scale
 out=bench/results/feed_scale.md

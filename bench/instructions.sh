@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash pgrx-config/setup.sh >/dev/null
 . pgrx-config/env.sh
+. tests/keep-installed.sh
 command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 if [ "${1:-}" = "--smoke" ]; then
     cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds and installs pg_eventstore into the machine's Postgres 15, creates a fresh database
+# Builds and installs pg_eventstore (release build) into the machine's PostgreSQL (Debian's 15; PG_MAJOR
+# picks another, see pgrx-config/env.sh), creates a fresh database
 # `pg_eventstore_demo` with the extension, and runs examples/demo.sql in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

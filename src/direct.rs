@@ -11,6 +11,7 @@
 //! `sql/table_definition.expected`). Anything else, whatever it is, and the caller runs the SQL
 //! statement instead; the executor then does every duty a user's change brings with it.
 
+use crate::compat;
 use crate::errors::{self, Code};
 use crate::spi::{Spi, Stmt};
 use pgrx::pg_guard;
@@ -129,7 +130,7 @@ fn shape_of(rel: pg_sys::Relation, table: &'static CStr, columns: &[&CStr]) -> O
     let name = table.to_str().unwrap();
     let shape = (definition(relid) == expected_definition(name)).then(|| {
         let cols = columns.iter().map(|c| column(rel, c).expect("the store's definition has the column")).collect();
-        Rc::new(Shape { cols, pkey: unsafe { pg_sys::RelationGetPrimaryKeyIndex(rel) } })
+        Rc::new(Shape { cols, pkey: unsafe { compat::primary_key_index(rel) } })
     });
     if GENERATION.get() == generation {
         SHAPES.with(|s| s.borrow_mut().insert(relid, shape.clone()));
@@ -142,7 +143,7 @@ fn column(rel: pg_sys::Relation, name: &CStr) -> Option<usize> {
     unsafe {
         let desc = (*rel).rd_att;
         (0..(*desc).natts as usize).find(|&i| {
-            let a = &*(*desc).attrs.as_ptr().add(i);
+            let a = &*compat::attribute(desc, i);
             !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name
         })
     }
@@ -208,7 +209,7 @@ impl Table {
     fn index(&mut self, slot: *mut pg_sys::TupleTableSlot) {
         let (estate, rri) = self.rri(false);
         unsafe {
-            pg_sys::ExecInsertIndexTuples(rri, slot, estate, false, false, std::ptr::null_mut(), std::ptr::null_mut());
+            compat::insert_index_tuples(rri, slot, estate, None);
         }
     }
 
@@ -348,7 +349,7 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
             let mut tmfd: pg_sys::TM_FailureData = std::mem::zeroed();
             let mut lockmode: pg_sys::LockTupleMode::Type = 0;
             let cid = pg_sys::GetCurrentCommandId(true);
-            let res = pg_sys::heap_update(t.rel, &mut tid, new, cid, std::ptr::null_mut(), true, &mut tmfd, &mut lockmode);
+            let res = compat::heap_update(t.rel, &mut tid, new, cid, &mut tmfd, &mut lockmode);
             pg_sys::PopActiveSnapshot();
             match res {
                 pg_sys::TM_Result::TM_Ok => {
@@ -425,12 +426,12 @@ impl Table {
         pg_sys::ExecStoreHeapTuple(self.form(cols, row), slot, true);
         let (estate, rri) = self.rri(true);
         let mut conflict: pg_sys::ItemPointerData = std::mem::zeroed();
-        let inserted = if precheck && !pg_sys::ExecCheckIndexConstraints(rri, slot, estate, &mut conflict, std::ptr::null_mut()) {
+        let inserted = if precheck && !compat::check_index_constraints(rri, slot, estate, &mut conflict) {
             if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
                 let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
                 tuple.t_self = conflict;
                 let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
-                let visible = pg_sys::heap_fetch(self.rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false);
+                let visible = compat::heap_fetch(self.rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer);
                 if buffer != pg_sys::InvalidBuffer as pg_sys::Buffer {
                     pg_sys::ReleaseBuffer(buffer);
                 }
@@ -445,7 +446,7 @@ impl Table {
             let cid = pg_sys::GetCurrentCommandId(true);
             pg_sys::table_tuple_insert_speculative(self.rel, slot, cid, 0, std::ptr::null_mut(), token);
             let mut spec_conflict = false;
-            pg_sys::ExecInsertIndexTuples(rri, slot, estate, false, true, &mut spec_conflict, std::ptr::null_mut());
+            compat::insert_index_tuples(rri, slot, estate, Some(&mut spec_conflict));
             pg_sys::table_tuple_complete_speculative(self.rel, slot, token, !spec_conflict);
             pg_sys::SpeculativeInsertionLockRelease(xid);
             (!spec_conflict).then(|| (*slot).tts_tid)
@@ -546,7 +547,7 @@ unsafe fn find_by_key(rel: pg_sys::Relation, pkey: Oid, key: Datum, slot: *mut p
         pg_sys::Oid::from(pg_sys::F_TEXTEQ),
         key,
     );
-    let scan = pg_sys::index_beginscan(rel, index, pg_sys::GetActiveSnapshot(), 1, 0);
+    let scan = compat::index_beginscan(rel, index, pg_sys::GetActiveSnapshot(), 1);
     pg_sys::index_rescan(scan, &mut skey, 1, std::ptr::null_mut(), 0);
     let found = pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot);
     // The slot keeps its own pin on the buffer after the scan ends.
@@ -570,7 +571,7 @@ unsafe fn fetch_stream(t: &Table, tid: pg_sys::ItemPointerData, id_col: usize, k
     let mut tuple: pg_sys::HeapTupleData = std::mem::zeroed();
     tuple.t_self = tid;
     let mut buffer: pg_sys::Buffer = pg_sys::InvalidBuffer as pg_sys::Buffer;
-    if !pg_sys::heap_fetch(t.rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer, false) {
+    if !compat::heap_fetch(t.rel, pg_sys::GetActiveSnapshot(), &mut tuple, &mut buffer) {
         return false;
     }
     pg_sys::ExecStorePinnedBufferHeapTuple(&mut tuple, slot, buffer);

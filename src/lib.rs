@@ -12,6 +12,7 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 mod fcall;
 mod append;
 mod commands;
+mod compat;
 mod direct;
 mod errors;
 mod feed;

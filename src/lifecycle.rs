@@ -295,7 +295,7 @@ fn apply_retention(args: Args) -> Datum {
     }
     spi.finish();
     unsafe {
-        pg_sys::InitMaterializedSRF(args.0, 0);
+        crate::compat::init_materialized_srf(args.0);
         let rsinfo = (*args.0).resultinfo as *mut pg_sys::ReturnSetInfo;
         for (stream_id, stream_type, n) in rows {
             let mut values = [stream_id.into_datum().unwrap(), stream_type.into_datum().unwrap(), Datum::from(n)];

@@ -246,7 +246,7 @@ fn find_worker() -> Option<i32> {
     unsafe {
         let n = pg_sys::pgstat_fetch_stat_numbackends();
         for i in 1..=n {
-            let e = pg_sys::pgstat_fetch_stat_local_beentry(i);
+            let e = crate::compat::local_backend_status(i);
             if e.is_null() {
                 continue;
             }
@@ -526,6 +526,8 @@ pub extern "C-unwind" fn es_notifier_main(arg: Datum) {
         // Notifications need no durability; the worker's commits need not wait for a flush.
         pg_sys::SetConfigOption(c"synchronous_commit".as_ptr(), c"off".as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_SESSION);
         pg_sys::SetConfigOption(c"application_name".as_ptr(), WORKER_TYPE.as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_SESSION);
+        // What every function of the store runs with (src/spi.rs): set once, not per sweep.
+        pg_sys::SetConfigOption(c"search_path".as_ptr(), c"pg_catalog, pg_temp".as_ptr(), pg_sys::GucContext::PGC_USERSET, pg_sys::GucSource::PGC_S_SESSION);
     }
     // Start where the previous notifier had announced everything. The first one of a store starts
     // at the safe head and announces it once; so does one that finds the watermark too far behind

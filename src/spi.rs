@@ -6,7 +6,7 @@ use crate::errors::{self, Code};
 use pgrx::pg_sys::{self, Datum, Oid};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 /// A statement of the store: its SQL text and the types of its parameters.
 pub struct Stmt {
@@ -64,29 +64,53 @@ pub fn custom_plan_count() -> (i64, usize) {
 }
 
 /// An open SPI connection; `finish` must be called on the success path (on ERROR, Postgres'
-/// transaction abort cleans the SPI stack and the search path override up).
+/// transaction abort cleans up the SPI stack and the search_path setting).
 ///
-/// While it is open, names resolve in pg_catalog only, whatever search_path the caller has: every
+/// While it is open, search_path is `pg_catalog, pg_temp`, whatever the caller has: every
 /// statement of the store names its own tables with their schema, and no operator or function can
-/// be hijacked by look-alikes earlier on the path. The trigger functions rely on this instead of a
-/// `SET search_path` clause, which would save and restore every setting once per row.
-pub struct Spi(());
+/// be hijacked by look-alikes earlier on the path. The store's functions are declared with that
+/// setting, so inside them nothing needs doing; the trigger functions, which have no `SET` clause
+/// (it would save and restore every setting once per row), set it here when a user's statement
+/// fires them.
+pub struct Spi {
+    guc_level: Option<i32>,
+}
+
+/// The search_path every function of the store is declared with.
+const SAFE_PATH: &CStr = c"pg_catalog, pg_temp";
 
 impl Spi {
     pub fn connect() -> Spi {
         unsafe {
             pg_sys::SPI_connect();
-            let path = pg_sys::palloc0(std::mem::size_of::<pg_sys::OverrideSearchPath>()) as *mut pg_sys::OverrideSearchPath;
-            (*path).addCatalog = true;
-            (*path).addTemp = false;
-            pg_sys::PushOverrideSearchPath(path);
+            let current = pg_sys::namespace_search_path;
+            let guc_level = if !current.is_null() && CStr::from_ptr(current) == SAFE_PATH {
+                None
+            } else {
+                // As a function's SET clause does: a GUC nest level, undone by finish or by the
+                // (sub)transaction's abort.
+                let level = pg_sys::NewGUCNestLevel();
+                pg_sys::set_config_option(
+                    c"search_path".as_ptr(),
+                    SAFE_PATH.as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    0,
+                    false,
+                );
+                Some(level)
+            };
+            Spi { guc_level }
         }
-        Spi(())
     }
 
     pub fn finish(self) {
         unsafe {
-            pg_sys::PopOverrideSearchPath();
+            if let Some(level) = self.guc_level {
+                pg_sys::AtEOXact_GUC(true, level);
+            }
             pg_sys::SPI_finish();
         }
     }
@@ -200,7 +224,7 @@ pub fn return_rows(fcinfo: pg_sys::FunctionCallInfo, stmt: &'static Stmt, args: 
 
 /// A set-returning function's empty result.
 pub fn return_nothing(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
-    unsafe { pg_sys::InitMaterializedSRF(fcinfo, 0) };
+    unsafe { crate::compat::init_materialized_srf(fcinfo) };
     Datum::from(0)
 }
 
@@ -209,7 +233,7 @@ pub fn return_row(fcinfo: pg_sys::FunctionCallInfo, values: &[Option<Datum>]) ->
     let mut datums: Vec<Datum> = values.iter().map(|v| v.unwrap_or(Datum::from(0))).collect();
     let mut nulls: Vec<bool> = values.iter().map(|v| v.is_none()).collect();
     unsafe {
-        pg_sys::InitMaterializedSRF(fcinfo, 0);
+        crate::compat::init_materialized_srf(fcinfo);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
         pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, datums.as_mut_ptr(), nulls.as_mut_ptr());
     }
@@ -227,7 +251,7 @@ impl Spi {
         read_only: bool,
     ) -> Option<i64> {
         unsafe {
-            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            crate::compat::init_materialized_srf(fcinfo);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
             let mut dest = StoreDest {
                 base: pg_sys::DestReceiver {

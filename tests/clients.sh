@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
 . tests/cluster.sh
+. tests/keep-installed.sh
 
 # what the examples need
 need=()
@@ -22,8 +23,8 @@ bash tests/install.sh
 db=pg_eventstore_clients
 psql -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 psql -q -d "$db" -c "CREATE EXTENSION pg_eventstore"
-export PG_EVENTSTORE_CLIENTS_URL="postgres:///$db?host=/var/run/postgresql"
-libpq="dbname=$db host=/var/run/postgresql"
+export PG_EVENTSTORE_CLIENTS_URL="postgres:///$db?host=/var/run/postgresql&port=$PGPORT"
+libpq="dbname=$db host=/var/run/postgresql port=$PGPORT"
 
 status=0
 # One test at a time: tests that read the global feed want it not held back by another test.
@@ -36,6 +37,6 @@ example() {
 }
 example rust cargo run -q --manifest-path clients/rust/Cargo.toml -p pg-eventstore-bank-example -- "$PG_EVENTSTORE_CLIENTS_URL"
 example python python3 examples/python/bank.py "$libpq"
-example node node examples/node/bank.js "postgresql://$(id -un)@/$db?host=/var/run/postgresql"
+example node node examples/node/bank.js "postgresql://$(id -un)@/$db?host=/var/run/postgresql&port=$PGPORT"
 example ruby ruby examples/ruby/bank.rb "$libpq"
 exit $status

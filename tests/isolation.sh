@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
+. tests/keep-installed.sh
 accept=0
 [ "${1:-}" = "--accept" ] && { accept=1; shift; }
 bash tests/install.sh
 regress="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress"
 work=$(mktemp -d /tmp/pg_eventstore_isolation.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+at_exit 'rm -rf "$work"'
 cp -r tests/isolation/specs tests/isolation/expected "$work/"
 if [ "$accept" = 1 ]; then
     for s in ${*:-$(cd tests/isolation/specs && ls *.spec | sed 's/\.spec$//')}; do touch "$work/expected/$s.out"; done

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
-pgdata="$PGRX_HOME/pgtest-data"
+. tests/keep-installed.sh
+pgdata="$PGRX_HOME/pgtest-data-$PG_MAJOR"
 rm -rf "$pgdata"
 cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$pgdata" "$@"

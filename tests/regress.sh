@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . pgrx-config/env.sh
+. tests/keep-installed.sh
 
 # cargo pgrx regress checks whether its database exists by connecting as the OS user even with
 # --runas, so on a freshly initialised cluster (superuser: postgres) a root shell fails there. Give

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The whole test suite (what `make test` and CI run): set-up, then the three levels of tests —
-# #[pg_test]s inside Postgres, pg_regress cases, and client tests over real connections —
-# and a closing line that counts every test.
+# The whole test suite (`make test`): set-up, then the three levels of tests — #[pg_test]s inside
+# Postgres, pg_regress cases, and client tests over real connections — and a closing line that
+# counts every test. PG_MAJOR picks the PostgreSQL major (pgrx-config/env.sh); TIERS="regress
+# client" runs only those tiers (tests/ci-all.sh does for some majors).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash pgrx-config/setup.sh || exit 1
+. pgrx-config/env.sh
+. tests/keep-installed.sh
+echo "PostgreSQL $PG_MAJOR ($PG_SOURCE): $("$PG_CONFIG" --version)"
 
 log=$(mktemp -d)
 status=0
 times=()
 run() {
     local name=$1; shift
+    case " ${TIERS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "=== $name"
     local started=$SECONDS
     "$@" 2>&1 | tee "$log/$name.out"
@@ -33,14 +38,16 @@ run adapter_smoke bash bench/adapter.sh --smoke
 
 strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
 passed=0; failed=0
+touch "$log"/{pg_test,regress,isolation,client,clients}.out
 for f in "$log"/pg_test.out "$log"/client.out "$log"/clients.out; do
     while read -r p q; do passed=$((passed + p)); failed=$((failed + q)); done < <(
         strip "$f" | sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p')
 done
 read -r p q < <(strip "$log/regress.out" | sed -n 's/^passed=\([0-9]*\) failed=\([0-9]*\).*/\1 \2/p' | tail -1)
 passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
-passed=$((passed + $(grep -c '^test .* \.\.\. ok' "$log/isolation.out")))
-failed=$((failed + $(grep -c '^test .* \.\.\. FAILED' "$log/isolation.out")))
+# pg_isolation_regress' lines: "test x ... ok" up to 15, TAP ("ok 1 - x", "not ok 1 - x") from 16 on
+passed=$((passed + $(grep -cE '^test .* \.\.\. ok|^ok [0-9]+ ' "$log/isolation.out")))
+failed=$((failed + $(grep -cE '^test .* \.\.\. FAILED|^not ok [0-9]+ ' "$log/isolation.out")))
 passed=$((passed + $(grep -c '^example .* \.\.\. ok' "$log/clients.out")))
 failed=$((failed + $(grep -c '^example .* \.\.\. FAILED' "$log/clients.out")))
 rm -rf "$log"
@@ -48,7 +55,7 @@ rm -rf "$log"
 echo
 smoke() { [ -f "bench/results/$1" ] && echo ok || echo missing; }
 echo "time per tier: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
-echo "pg_eventstore tests: pg_test + pg_regress + isolation + client + clients (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md), adapter $(smoke adapter-smoke.md))"
+echo "pg_eventstore tests on PostgreSQL $PG_MAJOR: ${TIERS:-pg_test regress isolation client clients bench_smoke instructions_smoke adapter_smoke} (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md), adapter $(smoke adapter-smoke.md))"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status

@@ -190,6 +190,67 @@ pub fn schema_fingerprint(c: &mut Client) -> Vec<String> {
         .collect()
 }
 
+/// What must hold on a copy `c` of a store whose digest was `before` (`populate` and
+/// `populate_lifecycle`), brought back by pg_restore or pg_upgrade: every row as it was, the feed,
+/// appends, the subscription and the rules carry on.
+pub fn check_store_carries_on(c: &mut Client, before: &[(String, i64, String)]) {
+    assert_eq!(store_digest(c), before, "the copy differs from the original");
+    assert_eq!(violations(c), Vec::<String>::new());
+    let (old_head, old_count): (i64, i64) = {
+        let r = c.query_one("SELECT max(global_position), count(*) FROM eventstore.events", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    // the feed hands out every restored event, in order, right away
+    let fed: Vec<i64> =
+        c.query("SELECT global_position FROM eventstore.read_all(0, 100000)", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(fed.len() as i64, old_count);
+    assert!(fed.windows(2).all(|w| w[0] < w[1]));
+    // new appends come after the old ones, and the feed reaches them at once
+    let seq: i64 = c.query_one("SELECT eventstore.append_event('acct-2', 'Account', 'Closed', '{}')", &[]).unwrap().get(0);
+    assert_eq!(seq, 4, "acct-2 had 3 events");
+    c.execute("SELECT eventstore.append_event('new-1', 'Account', 'Opened', '{}')", &[]).unwrap();
+    let after: Vec<(i64, String)> = c
+        .query("SELECT global_position, stream_id FROM eventstore.read_all($1)", &[&old_head])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(after.iter().map(|a| a.1.as_str()).collect::<Vec<_>>(), vec!["acct-2", "new-1"]);
+    assert!(after[0].0 > old_head);
+    // the subscription resumes after its checkpoint
+    let checkpoint: i64 =
+        c.query_one("SELECT checkpoint FROM eventstore.subscriptions WHERE name = 'projection'", &[]).unwrap().get(0);
+    assert!(checkpoint > 0);
+    let polled: Vec<i64> =
+        c.query("SELECT global_position FROM eventstore.poll('projection', 1000)", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let expected: i64 = c
+        .query_one(
+            "SELECT count(*) FROM eventstore.events WHERE stream_type = 'Account' AND global_position > $1",
+            &[&checkpoint],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(polled.len() as i64, expected);
+    assert!(polled[0] > checkpoint);
+    c.execute("SELECT eventstore.ack('projection', $1)", &[polled.last().unwrap()]).unwrap();
+    // and the rules still hold for direct writes
+    let e = c
+        .execute("INSERT INTO eventstore.events (stream_id, sequence, event_type, payload) VALUES ('acct-3', 9, 'X', '{}')", &[])
+        .unwrap_err();
+    assert_eq!(db_error(&e).0, "40001");
+    let e = c.execute("DELETE FROM eventstore.events WHERE stream_id = 'acct-3'", &[]).unwrap_err();
+    assert_eq!(db_error(&e).0, "0A000");
+    // and the lifecycle state came back: a tombstone refuses appends, an archived stream restores,
+    // the audit log goes on numbering
+    let e = c.execute("SELECT eventstore.append_event('acct-20', 'Account', 'X', '{}')", &[]).unwrap_err();
+    assert_eq!(db_error(&e).0, "55000");
+    let restored: i64 = c.query_one("SELECT eventstore.restore_stream('life-old')", &[]).unwrap().get(0);
+    assert_eq!(restored, 2);
+    let entries: i64 = c.query_one("SELECT count(*) FROM eventstore.audit_log", &[]).unwrap().get(0);
+    assert!(entries >= 5, "{entries} audit entries");
+    assert_eq!(violations(c), Vec::<String>::new());
+}
+
 pub fn violations(c: &mut Client) -> Vec<String> {
     c.query("SELECT format('%s %s#%s: %s', invariant, stream_id, sequence, detail) FROM eventstore.verify()", &[])
         .unwrap()
@@ -222,7 +283,12 @@ pub fn pg_bindir() -> String {
 
 /// Runs a server program as the postgres OS user (initdb and the server refuse root).
 pub fn as_postgres(program: &str, args: &[&str]) -> std::process::Output {
-    let path = format!("{}/{program}", pg_bindir());
+    as_postgres_in(&pg_bindir(), program, args)
+}
+
+/// The same with the programs of another installation.
+pub fn as_postgres_in(bindir: &str, program: &str, args: &[&str]) -> std::process::Output {
+    let path = format!("{bindir}/{program}");
     let root = unsafe { libc_geteuid() } == 0;
     let mut cmd = if root {
         let mut c = std::process::Command::new("sudo");
@@ -257,6 +323,8 @@ pub fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 pub struct Scratch {
     pub dir: String,
     pub port: u16,
+    /// The server programs it runs with.
+    pub bindir: String,
     /// Server settings of this cluster (`-c name=value ...`).
     settings: String,
 }
@@ -268,18 +336,29 @@ impl Scratch {
 
     /// A cluster with some settings of its own, e.g. `max_prepared_transactions=5`.
     pub fn create_with(name: &str, port: u16, settings: &[&str]) -> Scratch {
+        let s = Scratch::init_in(&pg_bindir(), name, port, settings);
+        s.start();
+        s
+    }
+
+    /// A new cluster of another installation's programs, initialised but not started.
+    pub fn init_in(bindir: &str, name: &str, port: u16, settings: &[&str]) -> Scratch {
         let dir = format!("/tmp/pg_eventstore_{name}");
         let settings = settings.iter().map(|s| format!(" -c {s}")).collect();
-        let s = Scratch { dir, port, settings };
+        let s = Scratch { dir, port, bindir: bindir.to_string(), settings };
         s.stop_quietly();
         let _ = std::fs::remove_dir_all(&s.dir);
         std::fs::create_dir_all(&s.dir).unwrap();
         let chown = std::process::Command::new("chown").args(["postgres:postgres", &s.dir]).status();
         assert!(chown.is_ok_and(|st| st.success()) || unsafe { libc_geteuid() } != 0, "cannot chown {}", s.dir);
-        let out = as_postgres("initdb", &["-D", &s.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        let out = s.as_postgres("initdb", &["-D", &s.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        s.start();
         s
+    }
+
+    /// Runs one of this cluster's server programs as the postgres OS user.
+    pub fn as_postgres(&self, program: &str, args: &[&str]) -> std::process::Output {
+        as_postgres_in(&self.bindir, program, args)
     }
 
     pub fn url(&self, db: &str) -> String {
@@ -289,7 +368,7 @@ impl Scratch {
     pub fn start(&self) {
         let opts = format!("-p {} -k {} -c listen_addresses=''{}", self.port, self.dir, self.settings);
         let log = format!("{}/server.log", self.dir);
-        let out = as_postgres("pg_ctl", &["-D", &self.dir, "-o", &opts, "-l", &log, "-w", "-t", "120", "start"]);
+        let out = self.as_postgres("pg_ctl", &["-D", &self.dir, "-o", &opts, "-l", &log, "-w", "-t", "120", "start"]);
         assert!(
             out.status.success(),
             "pg_ctl start failed: {}{}",
@@ -310,8 +389,9 @@ impl Scratch {
         let children = std::process::Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
         let mut pids = vec![pid.to_string()];
         pids.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(String::from));
-        let st = std::process::Command::new("kill").arg("-9").args(&pids).status().unwrap();
-        assert!(st.success(), "kill -9 {pids:?} failed");
+        // a child may have exited since pgrep listed it (kill then fails for that one only)
+        // (the loop below checks that every one of them is gone)
+        let _ = std::process::Command::new("kill").arg("-9").args(&pids).status().unwrap();
         for _ in 0..200 {
             let alive = pids.iter().any(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
             if !alive {
@@ -322,9 +402,15 @@ impl Scratch {
         panic!("server processes survived SIGKILL");
     }
 
+    /// A clean shutdown (a checkpoint, then exit), as pg_upgrade needs.
+    pub fn stop(&self) {
+        let out = self.as_postgres("pg_ctl", &["-D", &self.dir, "-m", "fast", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     fn stop_quietly(&self) {
         if std::path::Path::new(&format!("{}/postmaster.pid", self.dir)).exists() {
-            let _ = as_postgres("pg_ctl", &["-D", &self.dir, "-m", "immediate", "-w", "stop"]);
+            let _ = self.as_postgres("pg_ctl", &["-D", &self.dir, "-m", "immediate", "-w", "stop"]);
         }
     }
 }

@@ -24,9 +24,12 @@ fn connect_db() -> Client {
     Client::connect(&db_url(), NoTls).unwrap()
 }
 
+/// The notifier of this database; while one hands over to its successor both are there for a
+/// moment, and the successor (the newer) is the one that goes on.
 fn notifier_pid(c: &mut Client) -> Option<i32> {
     c.query_opt(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'pg_eventstore notifier'",
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'pg_eventstore notifier' \
+         ORDER BY backend_start DESC LIMIT 1",
         &[],
     )
     .unwrap()
