@@ -516,11 +516,13 @@ def main():
     # A run of some workloads only gets its own name, so that it never replaces a full run's file.
     partial = "" if only >= set(WORKLOADS) else "-" + "-".join(sorted(only))
     now = datetime.datetime.utcnow()
-    name = "smoke.md" if args.smoke else f"{now:%Y-%m-%d}{partial}.md"
+    # results of another major than the default 15 say so in their name
+    major = "" if os.environ.get("PG_MAJOR", "15") == "15" else "-pg" + os.environ["PG_MAJOR"]
+    name = "smoke.md" if args.smoke else f"{now:%Y-%m-%d}{partial}{major}.md"
     path = os.path.join(HERE, "results", name)
     if not args.smoke and os.path.exists(path):
         # A second run of the same day keeps the first one's file (results are committed).
-        path = os.path.join(HERE, "results", f"{now:%Y-%m-%d}{partial}-{now:%H%M}.md")
+        path = os.path.join(HERE, "results", f"{now:%Y-%m-%d}{partial}{major}-{now:%H%M}.md")
     with open(path, "w") as f:
         f.write("\n".join(out))
     print(f"wrote {path}")

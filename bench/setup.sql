@@ -121,3 +121,6 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Streams that bench/instructions.py's trigger-path workload inserts events into directly.
+INSERT INTO eventstore.streams (stream_id, stream_type) SELECT 'trg-' || i, 'Bench' FROM generate_series(0, 7) AS i;
