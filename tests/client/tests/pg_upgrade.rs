@@ -33,7 +33,7 @@ fn a_store_carries_on_after_pg_upgrade() {
     populate(&mut c);
     populate_lifecycle(&mut c);
     let before = store_digest(&mut c);
-    let recorded: i64 = c.query_one("SELECT max(horizon_xid)::text::bigint FROM eventstore.events", &[]).unwrap().get(0);
+    let recorded: i64 = c.query_one("SELECT max(horizon_xid::text::bigint) FROM eventstore.events", &[]).unwrap().get(0);
     drop(c);
     old.stop();
 

@@ -89,7 +89,7 @@ fn dump_and_restore_into_a_younger_cluster() {
     let mut dst = Client::connect(&dst_url, postgres::NoTls).unwrap();
     let (now, recorded): (String, String) = {
         let r = dst
-            .query_one("SELECT pg_current_xact_id()::text, max(horizon_xid)::text FROM eventstore.events", &[])
+            .query_one("SELECT pg_current_xact_id()::text, max(horizon_xid::text::numeric)::text FROM eventstore.events", &[])
             .unwrap();
         (r.get(0), r.get(1))
     };
