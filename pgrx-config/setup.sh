@@ -52,8 +52,13 @@ if [ "$PG_SOURCE" = wheel ]; then
         >"$pgxs/test/regress/pg_regress"
     chmod 755 "$pgxs/test/regress/pg_regress"
 fi
+# The wrapper and what it sources are copied out of this checkout: config.toml names every major
+# set up so far, and a link into a clone that is later removed would break them all.
+mkdir -p "$PGRX_HOME/pgrx-config"
+cp -f "$here/pg_config" "$here/env.sh" "$here/postgresql-wheels.txt" "$PGRX_HOME/pgrx-config/"
 wrapper="$PGRX_HOME/pg$PG_MAJOR/pg_config"
-ln -sfn "$here/pg_config" "$wrapper"
+ln -sfn "$PGRX_HOME/pgrx-config/pg_config" "$wrapper"
+for other in "$PGRX_HOME"/pg[0-9]*/pg_config; do ln -sfn "$PGRX_HOME/pgrx-config/pg_config" "$other"; done
 # init adds this major to config.toml and keeps the others
 if ! grep -q "^pg$PG_MAJOR = \"$wrapper\"" "$PGRX_HOME/config.toml" 2>/dev/null; then
     cargo pgrx init --pg$PG_MAJOR "$wrapper" >/dev/null
