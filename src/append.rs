@@ -313,6 +313,9 @@ static INSERT_MANY: Stmt = Stmt {
 /// Appends the events and returns the sequence of the last one.
 fn append(t: &Target, events: &[NewEvent]) -> i64 {
     let k = events.len() as i64;
+    if crate::distributed::distributed() {
+        crate::distributed::require_local(t.stream_id_datum, &t.stream_id);
+    }
     // SPI only when a statement is needed: the common append writes through `direct`.
     let mut spi: Option<Spi> = None;
 

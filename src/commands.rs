@@ -92,6 +92,25 @@ static INSERT_COMMAND: Stmt = Stmt {
     args: COMMAND_ARGS,
 };
 
+/// On a distributed store: commands is a reference table, written on every node, and the node
+/// that holds the causing event is the only one whose trigger can look it up; so the correlation
+/// id is derived here and written with the row (each node's trigger checks what it can).
+static INSERT_COMMAND_CORRELATED: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.commands (command_id, command_type, payload, stream_id, user_id, \
+                                          caused_by_stream_id, caused_by_sequence, correlation_id) \
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    args: &[
+        pg_sys::UUIDOID,
+        pg_sys::TEXTOID,
+        pg_sys::JSONBOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT8OID,
+        pg_sys::UUIDOID,
+    ],
+};
+
 static SAME_COMMAND: Stmt = Stmt {
     sql: "SELECT command_type = $2 AND payload = $3 AND stream_id IS NOT DISTINCT FROM $4 \
                  AND user_id IS NOT DISTINCT FROM $5 AND caused_by_stream_id IS NOT DISTINCT FROM $6 \
@@ -144,8 +163,19 @@ fn record_command(args: Args) -> Datum {
         None => {
             // No ON CONFLICT, which Postgres refuses on a table with rules: a given id that exists
             // already is a unique violation, caught.
+            let distributed = crate::distributed::distributed();
+            let correlation = match (caused_by_stream, caused_by_sequence) {
+                (Some(s), Some(q)) if distributed => causing_correlation(s, q).or(id_datum),
+                _ => id_datum,
+            };
             let spi = Spi::connect();
-            let insert = || spi.run(&INSERT_COMMAND, &values, false).len();
+            let insert = || match distributed {
+                false => spi.run(&INSERT_COMMAND, &values, false).len(),
+                true => {
+                    let [a, b, c, d, e, f, g] = values;
+                    spi.run(&INSERT_COMMAND_CORRELATED, &[a, b, c, d, e, f, g, correlation], false).len()
+                }
+            };
             let inserted = match given {
                 Some(_) => crate::spi::unless_error(Code::ERRCODE_UNIQUE_VIOLATION, insert).is_some(),
                 None => {
@@ -254,8 +284,68 @@ static CAUSATION_CHAIN_PRE_05: Stmt = Stmt {
 
 sql_function!(es_causation_chain, pg_finfo_es_causation_chain, causation_chain);
 
+static EVENT_STEP: Stmt = Stmt {
+    sql: "SELECT command_id, event_type FROM eventstore.events WHERE stream_id = $1 AND sequence = $2 \
+          UNION ALL \
+          SELECT command_id, event_type FROM eventstore.archived_events WHERE stream_id = $1 AND sequence = $2",
+    args: &[pg_sys::TEXTOID, pg_sys::INT8OID],
+};
+
+static COMMAND_STEP: Stmt = Stmt {
+    sql: "SELECT command_type, stream_id, caused_by_stream_id, caused_by_sequence FROM eventstore.commands \
+          WHERE command_id = $1",
+    args: &[pg_sys::UUIDOID],
+};
+
+/// causation_chain on a distributed store, one step at a time: each event of the chain may live on
+/// another node, and Citus runs a recursive query only within one stream. Each step is a lookup
+/// that Citus routes to the node holding it.
+fn causation_chain_stepwise(args: Args, stream_id: Datum, sequence: i64) -> Datum {
+    let spi = Spi::connect();
+    let mut rows: Vec<[Option<Datum>; 6]> = Vec::new();
+    let mut at = Some((stream_id, sequence));
+    while let Some((s, q)) = at.take() {
+        let depth = Some(Datum::from(rows.len() as i32));
+        let event = spi.run(&EVENT_STEP, &[Some(s), Some(Datum::from(q))], true);
+        if event.len() == 0 {
+            if rows.is_empty() {
+                break;
+            }
+            // the causing event is gone; a distributed store has no lifecycle functions, so only a
+            // superuser's DELETE can have removed it
+            rows.push([depth, "removed".into_datum(), None, Some(s), Some(Datum::from(q)), "deleted".into_datum()]);
+            break;
+        }
+        let command = event.datum(0, 1).map(|d| unsafe { pg_sys::SPI_datumTransfer(d, false, 16) });
+        let event_type = event.text(0, 2);
+        rows.push([depth, "event".into_datum(), command, Some(s), Some(Datum::from(q)), event_type.into_datum()]);
+        let Some(command) = command else { break };
+        let c = spi.run(&COMMAND_STEP, &[Some(command)], true);
+        if c.len() == 0 || rows.len() > 100_000 {
+            break;
+        }
+        rows.push([
+            Some(Datum::from(rows.len() as i32)),
+            "command".into_datum(),
+            Some(command),
+            c.text(0, 2).into_datum(),
+            None,
+            c.text(0, 1).into_datum(),
+        ]);
+        if let (Some(cs), Some(cq)) = (c.text(0, 3), c.i64(0, 4)) {
+            at = Some((cs.into_datum().unwrap(), cq));
+        }
+    }
+    let result = crate::spi::return_many(args.0, &rows);
+    spi.finish();
+    result
+}
+
 fn causation_chain(args: Args) -> Datum {
     let (stream_id, _) = args.required_text(0, "stream_id");
     let sequence = args.required_i64(1, "sequence");
+    if crate::distributed::distributed() {
+        return causation_chain_stepwise(args, stream_id, sequence);
+    }
     return_rows(args.0, crate::integrity::for_schema(&CAUSATION_CHAIN, &CAUSATION_CHAIN_PRE_05), &[Some(stream_id), Some(Datum::from(sequence))])
 }

@@ -67,6 +67,7 @@ const MAX_STREAM_TIDS: usize = 1024;
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
     GENERATION.set(GENERATION.get() + 1);
+    crate::distributed::forget();
     SHAPES.with(|s| {
         if let Ok(mut s) = s.try_borrow_mut() {
             if relid == pg_sys::InvalidOid { s.clear() } else { s.remove(&relid); }

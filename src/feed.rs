@@ -142,6 +142,7 @@ pub fn check_max_count(v: i32) -> i32 {
 sql_function!(es_read_all, pg_finfo_es_read_all, read_all);
 
 fn read_all(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.read_all");
     let after = args.required_i64(0, "after_position");
     if after < 0 {
         errors::invalid(format!("after_position must be 0 or more, not {after}"));
@@ -193,6 +194,7 @@ sql_function!(es_feed_status, pg_finfo_es_feed_status, feed_status);
 /// One row: the newest position, the position a reader at the head reaches now, how many events
 /// sit between them, and the transaction that holds the horizon back (if any).
 fn feed_status(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.feed_status");
     let next = cluster_next_xid();
     let spi = Spi::connect();
     let (head, safe) = head_and_safe(&spi, next);
@@ -308,6 +310,7 @@ sql_function!(es_read_category_backward, pg_finfo_es_read_category_backward, rea
 
 /// A category's newest events (what a UI shows), newest first; `before_position` pages back.
 fn read_category_backward(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.read_category_backward");
     let (stream_type, _) = args.required_text(0, "stream_type");
     let max = check_max_count(args.required_i32(1, "max_count"));
     return_rows(

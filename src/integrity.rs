@@ -587,6 +587,22 @@ fn commands_guard(args: crate::fcall::Args) -> Datum {
     check_command_row(&new);
     let mut correlation = command_id;
     if let (Some(s), Some(q)) = (new.get("caused_by_stream_id"), new.get("caused_by_sequence")) {
+        // On a distributed store this row is being written on every node (commands is a reference
+        // table), each firing this trigger in a backend of its own. Only the node that holds the
+        // causing event can look it up (a trigger on a shard may not query other nodes); it checks
+        // the event and the correlation id the row was given, which every node stores as given.
+        if crate::distributed::distributed() {
+            if new.get("correlation_id").is_none() {
+                errors::raise_detail(
+                    Code::ERRCODE_NOT_NULL_VIOLATION,
+                    "commands.correlation_id must be given for a command with a cause on a distributed store".into(),
+                    "eventstore.record_command derives it; a direct INSERT must give the causing command's correlation id.".into(),
+                );
+            }
+            if !crate::distributed::stream_is_local(s) {
+                return Datum::from(new.tuple);
+            }
+        }
         let spi = Spi::connect();
         let rows = spi.run(&CAUSING_EVENT, &[Some(s), Some(q)], false);
         if rows.len() == 0 {

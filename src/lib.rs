@@ -14,6 +14,7 @@ mod append;
 mod commands;
 mod compat;
 mod direct;
+mod distributed;
 mod errors;
 mod feed;
 mod integrity;

@@ -137,6 +137,7 @@ sql_function!(es_delete_stream, pg_finfo_es_delete_stream, delete_stream);
 /// snapshots are removed and a tombstone keeps its id taken (`allow_reuse`: no tombstone). Returns
 /// how many events were hidden or removed.
 fn delete_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.delete_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let expected = args.opt_i64(1);
     let hard = args.required_bool(2, "hard");
@@ -212,6 +213,7 @@ fn truncate(spi: &Spi, stream: Datum, stream_id: &str, before: i64, why: Datum, 
 sql_function!(es_truncate_stream, pg_finfo_es_truncate_stream, truncate_stream);
 
 fn truncate_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.truncate_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let before = args.required_i64(1, "before_sequence");
     let why = reason(args, 2);
@@ -236,6 +238,7 @@ sql_function!(es_set_retention, pg_finfo_es_set_retention, set_retention);
 /// the newest `max_count`, or (`keep_after_snapshot`) folded into the newest snapshot go. NULLs and
 /// false: keep everything.
 fn set_retention(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.set_retention");
     let (stream_type, _) = args.required_text(0, "stream_type");
     let max_age = args.opt_datum(1);
     let max_count = args.opt_i64(2);
@@ -280,6 +283,7 @@ sql_function!(es_apply_retention, pg_finfo_es_apply_retention, apply_retention);
 /// Enforces every stream type's retention now; one row per stream truncated. Call it from any
 /// scheduler (pg_cron, cron with psql).
 fn apply_retention(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.apply_retention");
     let spi = Spi::connect();
     let due = spi.run(&RETENTION_DUE, &[], false);
     let work: Vec<(String, String, i64)> =
@@ -321,6 +325,7 @@ sql_function!(es_archive_stream, pg_finfo_es_archive_stream, archive_stream);
 /// and ids with them); its snapshots go. Appends, the feed and the indexes no longer carry them;
 /// load_archived_stream reads them, restore_stream brings them back.
 fn archive_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.archive_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let expected = args.opt_i64(1);
     let spi = Spi::connect();
@@ -358,6 +363,7 @@ sql_function!(es_restore_stream, pg_finfo_es_restore_stream, restore_stream);
 /// Brings an archived stream's events back into the store with their positions and ids (a reader
 /// past those positions does not see them again: a restore is not a re-publication).
 fn restore_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.restore_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
@@ -392,6 +398,7 @@ static LOAD_ARCHIVED: Stmt = Stmt {
 sql_function!(es_load_archived_stream, pg_finfo_es_load_archived_stream, load_archived_stream);
 
 fn load_archived_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.load_archived_stream");
     let (stream, _) = args.required_text(0, "stream_id");
     let from = args.required_i64(1, "from_sequence");
     if from < 0 {
@@ -426,6 +433,7 @@ sql_function!(es_erase_stream, pg_finfo_es_erase_stream, erase_stream);
 /// their positions, types and sequences, so projections and the feed stay consistent. Returns how
 /// many events were changed.
 fn erase_stream(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.erase_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let why = reason(args, 1);
     let spi = Spi::connect();
@@ -492,6 +500,7 @@ sql_function!(es_redact_events, pg_finfo_es_redact_events, redact_events);
 /// exist, in payload and metadata; the stream's snapshots go (they may hold the values). Returns
 /// how many events were changed.
 fn redact_events(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.redact_events");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let sequences = args.opt_datum(1);
     let paths_arg = args.opt_datum(2).unwrap_or_else(|| errors::null_arg("paths"));
@@ -538,6 +547,7 @@ sql_function!(es_redact_command, pg_finfo_es_redact_command, redact_command);
 
 /// Sets JSON paths of a command's payload (`payload.x.y`) to null; returns 1 if it changed.
 fn redact_command(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.redact_command");
     let command = args.opt_datum(0).unwrap_or_else(|| errors::null_arg("command_id"));
     let paths_arg = args.opt_datum(1).unwrap_or_else(|| errors::null_arg("paths"));
     let why = reason(args, 2);
@@ -568,6 +578,7 @@ sql_function!(es_delete_commands_without_events, pg_finfo_es_delete_commands_wit
 /// Removes recorded commands that caused no event (Sequent's
 /// permanently_delete_commands_without_events), of one stream or all, older than a moment or all.
 fn delete_commands_without_events(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.delete_commands_without_events");
     let stream = args.opt_text(0, "stream_id").map(|t| t.0);
     let older_than = args.opt_datum(1);
     let why = args.opt_text(2, "reason").map(|t| t.0);

@@ -144,7 +144,9 @@ const LOOKUP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Called for every appended event (by the store's functions and by the events trigger).
 pub fn note_append(stream_type: &str, position: i64, owner: pg_sys::Oid) {
-    if !NOTIFY.get() {
+    // A distributed store has no global feed yet (README "Running on Citus"), so nothing to
+    // announce; the notifier's sweep there would be a query over every shard of the cluster.
+    if !NOTIFY.get() || crate::distributed::distributed() {
         return;
     }
     PENDING.with(|p| {

@@ -22,7 +22,8 @@ static STREAM_VERSION_FOR_SHARE_PRE_05: Stmt = Stmt {
 static SAVE_SNAPSHOT: Stmt = Stmt {
     sql: "INSERT INTO eventstore.snapshots AS s (stream_id, sequence, snapshot_version, payload) \
           VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id, sequence) DO UPDATE \
-          SET snapshot_version = EXCLUDED.snapshot_version, payload = EXCLUDED.payload, created_at = now()",
+          SET snapshot_version = EXCLUDED.snapshot_version, payload = EXCLUDED.payload, \
+              created_at = EXCLUDED.created_at",
     args: &[pg_sys::TEXTOID, pg_sys::INT8OID, pg_sys::INT4OID, pg_sys::JSONBOID],
 };
 

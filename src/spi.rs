@@ -29,12 +29,11 @@ fn plan(stmt: &'static Stmt) -> pg_sys::SPIPlanPtr {
         // every call whenever its custom plans look cheaper than the generic one, which is always
         // the case for `global_position > $1 ... LIMIT $2` (a generic range is guessed at a third of
         // the table). read_all spent 70% of a call planning (92 against 27 µs per call).
-        let p = pg_sys::SPI_prepare_cursor(
-            sql.as_ptr(),
-            stmt.args.len() as i32,
-            stmt.args.as_ptr() as *mut Oid,
-            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
-        );
+        // Citus cannot distribute a forced generic plan with parameters (and one such plan, of
+        // INSERT ... ON CONFLICT, crashes Citus 13.2): with Citus in the database the plan
+        // cache chooses, and Citus prunes the custom plans to the shard that holds the stream.
+        let options = if crate::distributed::citus_installed() { 0 } else { pg_sys::CURSOR_OPT_GENERIC_PLAN as i32 };
+        let p = pg_sys::SPI_prepare_cursor(sql.as_ptr(), stmt.args.len() as i32, stmt.args.as_ptr() as *mut Oid, options);
         if p.is_null() {
             errors::raise(Code::ERRCODE_INTERNAL_ERROR, format!("SPI_prepare failed: {}", std::ptr::addr_of!(pg_sys::SPI_result).read()));
         }
@@ -138,7 +137,9 @@ impl Spi {
                 };
             }
             let opts = pg_sys::SPIExecuteOptions {
-                params,
+                // no list at all for no parameters: Citus 13.2 copies a list of none into NULL
+                // (copyParamList) and then reads it (a crash in its adaptive executor)
+                params: if args.is_empty() { std::ptr::null_mut() } else { params },
                 read_only,
                 allow_nonatomic: false,
                 must_return_tuples: false,
@@ -236,6 +237,20 @@ pub fn return_row(fcinfo: pg_sys::FunctionCallInfo, values: &[Option<Datum>]) ->
         crate::compat::init_materialized_srf(fcinfo);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
         pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+    }
+    Datum::from(0)
+}
+
+/// A set-returning function's rows, from values in its declared column order.
+pub fn return_many<const N: usize>(fcinfo: pg_sys::FunctionCallInfo, rows: &[[Option<Datum>; N]]) -> Datum {
+    unsafe {
+        crate::compat::init_materialized_srf(fcinfo);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        for values in rows {
+            let mut datums: Vec<Datum> = values.iter().map(|v| v.unwrap_or(Datum::from(0))).collect();
+            let mut nulls: Vec<bool> = values.iter().map(|v| v.is_none()).collect();
+            pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        }
     }
     Datum::from(0)
 }

@@ -20,6 +20,7 @@ static CREATE: Stmt = Stmt {
 sql_function!(es_create_subscription, pg_finfo_es_create_subscription, create_subscription);
 
 fn create_subscription(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.create_subscription");
     let (name, name_s) = args.required_text(0, "name");
     let stream_types = check_types(args.opt_datum(1), "stream_types");
     let event_types = check_types(args.opt_datum(2), "event_types");
@@ -114,6 +115,7 @@ sql_function!(es_poll, pg_finfo_es_poll, poll);
 
 /// The next events after the checkpoint, for the session holding (or now taking) the lease.
 fn poll(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.poll");
     let (name, name_s) = args.required_text(0, "name");
     let max_count = check_max_count(args.required_i32(1, "max_count"));
     let spi = Spi::connect();
@@ -161,6 +163,7 @@ sql_function!(es_ack, pg_finfo_es_ack, ack);
 
 /// Moves the checkpoint to `position`: never backwards, never past what poll delivered.
 fn ack(args: Args) -> Datum {
+    crate::distributed::refuse("eventstore.ack");
     let (name, name_s) = args.required_text(0, "name");
     let position = args.required_i64(1, "position");
     let spi = Spi::connect();

@@ -191,6 +191,11 @@ static VERIFY_PRE_05: Stmt = Stmt {
 
 sql_function!(es_verify, pg_finfo_es_verify, verify);
 
+static VERIFY_DISTRIBUTED: Stmt = Stmt { sql: include_str!("../sql/verify_distributed.sql"), args: &[] };
+
 fn verify(args: Args) -> Datum {
+    if crate::distributed::distributed() {
+        return return_rows(args.0, &VERIFY_DISTRIBUTED, &[]);
+    }
     return_rows(args.0, crate::integrity::for_schema(&VERIFY, &VERIFY_PRE_05), &[])
 }

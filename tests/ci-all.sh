@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything CI runs (`make test-all`, called by .ci/run): the whole suite on Debian's PostgreSQL 15
-# (`make test`, the README's test command), every test tier on the newest major (the benchmark
-# smoke runs only on 15), pg_regress and the client tests on the other majors, pg_upgrade from 15
-# to 17, and the packages. Prints each part's time and the total of tests passed and failed.
+# Everything CI runs (`make test-all`, called by .ci/run): Citus built for the citus tier, the
+# whole suite on Debian's PostgreSQL 15 (`make test`, the README's test command), every test tier
+# on the newest major (the benchmark smoke runs only on 15), pg_regress and the client tests on the
+# other majors, pg_upgrade from 15 to 17, and the packages. Prints each part's time and the total
+# of tests passed and failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp -d)
@@ -24,6 +25,8 @@ part() {
     passed=$((passed + ${p:-0})); failed=$((failed + ${q:-0}))
     if [ "$rc" -ne 0 ] && [ "${q:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 }
+# Citus for the citus tier of `make test`, built from ../shared/vendor/citus when missing
+part citus-build bash tests/citus/cluster.sh install
 part pg15-full make test
 part pg18-full env PG_MAJOR=18 TIERS="pg_test regress isolation client clients" bash tests/run-all.sh
 for m in 14 16 17; do

@@ -28,6 +28,21 @@ run regress bash tests/regress.sh
 run isolation bash tests/isolation.sh
 run client bash tests/client.sh
 run clients bash tests/clients.sh
+# The store distributed over a Citus cluster of three nodes on this machine, when Citus is installed
+# for Debian's PostgreSQL 15 (`bash tests/citus/cluster.sh install` builds it from the vendored
+# source; `make test-all` does that first).
+citus_note=
+case " ${TIERS:-citus} " in
+    *" citus "*)
+        if [ "$PG_MAJOR" != 15 ]; then
+            citus_note="citus skipped: the Citus tier runs on PostgreSQL 15"
+        elif ! citus_why=$(bash tests/citus/cluster.sh available 2>&1); then
+            citus_note="citus skipped: $citus_why; bash tests/citus/cluster.sh install builds it"
+        else
+            run citus bash tests/citus.sh
+        fi
+        [ -n "$citus_note" ] && echo "=== $citus_note" ;;
+esac
 rm -f bench/results/smoke.md bench/results/instructions-smoke.md bench/results/adapter-smoke.md
 # The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
 run bench_smoke bash bench/run.sh --smoke
@@ -39,7 +54,8 @@ run adapter_smoke bash bench/adapter.sh --smoke
 strip() { sed -e 's/\x1b\[[0-9;]*m//g' "$@"; }
 passed=0; failed=0
 touch "$log"/{pg_test,regress,isolation,client,clients}.out
-for f in "$log"/pg_test.out "$log"/client.out "$log"/clients.out; do
+touch "$log/citus.out"
+for f in "$log"/pg_test.out "$log"/client.out "$log"/clients.out "$log"/citus.out; do
     while read -r p q; do passed=$((passed + p)); failed=$((failed + q)); done < <(
         strip "$f" | sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p')
 done
@@ -55,7 +71,8 @@ rm -rf "$log"
 echo
 smoke() { [ -f "bench/results/$1" ] && echo ok || echo missing; }
 echo "time per tier: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
-echo "pg_eventstore tests on PostgreSQL $PG_MAJOR: ${TIERS:-pg_test regress isolation client clients bench_smoke instructions_smoke adapter_smoke} (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md), adapter $(smoke adapter-smoke.md))"
+echo "pg_eventstore tests on PostgreSQL $PG_MAJOR: ${TIERS:-pg_test regress isolation client clients citus bench_smoke instructions_smoke adapter_smoke} (benchmark smoke runs: pgbench $(smoke smoke.md), callgrind $(smoke instructions-smoke.md), adapter $(smoke adapter-smoke.md))"
+[ -n "$citus_note" ] && echo "$citus_note"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit $status

@@ -1,0 +1,101 @@
+//! The store on a Citus cluster (`eventstore.distribute()`, README "Running on Citus"): what the
+//! Rust side needs to know about it. The distribution itself is SQL (sql/schema.sql).
+
+use crate::errors::{self, Code};
+use crate::spi::{Spi, Stmt};
+use pgrx::pg_sys;
+use std::cell::Cell;
+
+thread_local! {
+    /// Whether eventstore.events is a Citus distributed table; forgotten on every relcache
+    /// invalidation (create_distributed_table sends one for the table it distributes).
+    static DISTRIBUTED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+pub(crate) fn forget() {
+    DISTRIBUTED.set(None);
+}
+
+/// Whether the citus extension is in this database. Asked when a statement is prepared, not per
+/// call: a statement prepared before CREATE EXTENSION citus keeps its generic plan until the
+/// session ends, which Citus then refuses with an error (never with a wrong result).
+pub(crate) fn citus_installed() -> bool {
+    unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) != pg_sys::InvalidOid }
+}
+
+static IS_DISTRIBUTED: Stmt = Stmt {
+    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition \
+          WHERE logicalrelid = 'eventstore.events'::pg_catalog.regclass)",
+    args: &[],
+};
+
+/// Whether this database's store has been distributed with eventstore.distribute().
+pub(crate) fn distributed() -> bool {
+    if let Some(d) = DISTRIBUTED.get() {
+        return d;
+    }
+    let d = citus_installed() && {
+        let spi = Spi::connect();
+        let d = spi.run(&IS_DISTRIBUTED, &[], true).bool(0, 1).unwrap_or(false);
+        spi.finish();
+        d
+    };
+    DISTRIBUTED.set(Some(d));
+    d
+}
+
+/// Refuses what does not work on a distributed store (yet), instead of running it half-way.
+pub(crate) fn refuse(what: &str) {
+    if distributed() {
+        errors::raise_detail(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("{what} is not available on a distributed store"),
+            "README.md, \"Running on Citus\", lists what a distributed store can do.".into(),
+        );
+    }
+}
+
+static LOCK_SHARD: Stmt = Stmt {
+    sql: "SELECT pg_catalog.lock_shard_metadata(5, \
+              ARRAY[pg_catalog.get_shard_id_for_distribution_column('eventstore.streams', $1)])",
+    args: &[pg_sys::TEXTOID],
+};
+
+static SHARD_IS_LOCAL: Stmt = Stmt {
+    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_placement p \
+          WHERE p.shardid = pg_catalog.get_shard_id_for_distribution_column('eventstore.streams', $1) \
+            AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group))",
+    args: &[pg_sys::TEXTOID],
+};
+
+/// An append runs where its stream lives: there the tables' triggers see the grant the function
+/// holds, in the same backend. Citus delegates a call to that node when its arguments are constants
+/// or parameters; a call it runs elsewhere (a volatile argument such as gen_random_uuid(), a call
+/// from another function or for each row of a query) would reach the stream's node as a plain
+/// INSERT from another backend, which the triggers there refuse for its store-assigned columns. So
+/// the append holds the shard's placement in place (the share lock a shard move's switch-over
+/// waits for; it takes the exclusive one) and then checks, in a fresh snapshot, that it is here.
+pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
+    let spi = Spi::connect();
+    spi.run(&LOCK_SHARD, &[Some(stream_id)], false);
+    spi.finish();
+    if !stream_is_local(stream_id) {
+        errors::raise_detail(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("the append to stream \"{name}\" did not run on the node that holds the stream"),
+            "Citus runs eventstore.append_event and append_events on the stream's node when they are called \
+             on their own (SELECT eventstore.append_event(...)) with constants or parameters as arguments; \
+             compute volatile values such as gen_random_uuid() in the client. If the stream's shard was \
+             moving to another node at that moment, a retry runs on the new node."
+                .into(),
+        );
+    }
+}
+
+/// Whether the shard that holds this stream has its placement on this node.
+pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
+    let spi = Spi::connect();
+    let local = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false);
+    spi.finish();
+    local
+}

@@ -1,0 +1,522 @@
+//! The store distributed over a Citus cluster (tests/citus.sh runs these against a coordinator and
+//! two workers on this machine): eventstore.distribute(), and the stream functions run through the
+//! coordinator with the guarantees they have on one node.
+
+use pg_eventstore_client_tests::*;
+use postgres::{Client, NoTls};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn ports() -> Vec<u16> {
+    std::env::var("PG_EVENTSTORE_CITUS_PORTS")
+        .expect("PG_EVENTSTORE_CITUS_PORTS is not set: run tests/citus.sh")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+fn node(port: u16) -> Client {
+    let base = std::env::var("PG_EVENTSTORE_CITUS").expect("run tests/citus.sh");
+    Client::connect(&format!("{base} port={port}"), NoTls).unwrap()
+}
+
+fn coordinator() -> Client {
+    node(ports()[0])
+}
+
+/// Distributes the store once (the tests share one cluster, one at a time).
+fn distributed() -> Client {
+    let mut c = coordinator();
+    let done: bool = c
+        .query_one("SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass)", &[])
+        .unwrap()
+        .get(0);
+    if !done {
+        c.batch_execute("SELECT eventstore.distribute(shard_count => 8)").unwrap();
+    }
+    c
+}
+
+fn code_of(r: Result<impl Sized, postgres::Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => {
+            let (code, message) = db_error(&e);
+            assert_clean_message(&message);
+            code
+        }
+    }
+}
+
+/// The node (Citus group id) that holds a stream.
+fn group_of(c: &mut Client, stream_id: &str) -> i64 {
+    c.query_one(
+        "SELECT n.groupid::bigint FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
+           JOIN pg_dist_node n USING (groupid)
+          WHERE s.logicalrelid = 'eventstore.events'::regclass
+            AND s.shardid = get_shard_id_for_distribution_column('eventstore.events', $1::text)",
+        &[&stream_id],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// What every node says about itself: no violations, and its copies of the tables (shells, which
+/// queries never read) hold no rows.
+fn check_every_node() {
+    for port in ports() {
+        let mut n = node(port);
+        let shells: Vec<(String, i64)> = n
+            .query(
+                "SELECT c.relname::text, pg_relation_size(c.oid) FROM pg_class c
+                  WHERE c.relnamespace = 'eventstore'::regnamespace AND c.relkind = 'r'
+                    AND c.relname IN ('streams', 'events', 'snapshots', 'archived_events')",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (table, size) in shells {
+            assert_eq!(size, 0, "node {port}: rows were written into the shell of eventstore.{table}");
+        }
+        let bad: Vec<String> = n
+            .query("SELECT invariant || ' ' || coalesce(stream_id, '') || ' ' || detail FROM eventstore.verify()", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(bad.is_empty(), "node {port}: verify() found {bad:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn distribute_is_refused_where_it_cannot_work() {
+    let mut worker = node(ports()[1]);
+    assert_eq!(code_of(worker.batch_execute("SELECT eventstore.distribute()")), "55000");
+    let mut c = distributed();
+    assert_eq!(code_of(c.batch_execute("SELECT eventstore.distribute()")), "55000");
+    assert_eq!(code_of(c.batch_execute("SELECT eventstore.distribute(0)")), "22023");
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn the_core_contract_through_the_coordinator() {
+    let mut c = distributed();
+    let streams: Vec<String> = (0..12).map(|_| unique("account")).collect();
+    for s in &streams {
+        let v: i64 = c
+            .query_one("SELECT eventstore.append_event($1, 'Account', 'Opened', $2)", &[s, &json!({"owner": s})])
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 1);
+    }
+    // the streams spread over both workers
+    let groups: std::collections::BTreeSet<i64> = streams.iter().map(|s| group_of(&mut c, s)).collect();
+    assert!(groups.len() >= 2, "12 streams on one node: {groups:?}");
+
+    let s = &streams[0];
+    let batch = json!([{"type": "Deposited", "payload": {"amount": 5}}, {"type": "Deposited", "payload": {"amount": 7}}]);
+    let last: i64 = c.query_one("SELECT eventstore.append_events($1, 'Account', $2, 1)", &[s, &batch]).unwrap().get(0);
+    assert_eq!(last, 3);
+    // optimistic concurrency: a stale expected version is a serialization failure
+    assert_eq!(
+        code_of(c.query_one("SELECT eventstore.append_event($1, 'Account', 'Closed', '{}', expected_version => 1)", &[s])),
+        "40001"
+    );
+    // an event id retried in its stream is stored once
+    let id = uuid::Uuid::new_v4();
+    let first: i64 = c
+        .query_one("SELECT eventstore.append_event($1, 'Account', 'Noted', '{}', event_id => $2)", &[s, &id])
+        .unwrap()
+        .get(0);
+    let again: i64 = c
+        .query_one("SELECT eventstore.append_event($1, 'Account', 'Noted', '{}', event_id => $2)", &[s, &id])
+        .unwrap()
+        .get(0);
+    assert_eq!((first, again), (4, 4));
+    // and looked up on every node: an id of one stream is refused for a stream on the other worker
+    let elsewhere = streams.iter().find(|t| group_of(&mut c, t) != group_of(&mut c, s)).unwrap().clone();
+    assert_eq!(
+        code_of(c.query_one("SELECT eventstore.append_event($1, 'Account', 'Noted', '{}', event_id => $2)", &[&elsewhere, &id])),
+        "23505"
+    );
+    assert_eq!(sequences(&mut c, s), vec![1, 2, 3, 4]);
+    assert_eq!(version(&mut c, s), 4);
+    let types: Vec<String> =
+        c.query("SELECT event_type FROM eventstore.load_stream($1, 2)", &[s]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(types, ["Deposited", "Deposited", "Noted"]);
+    let back: Vec<i64> = c
+        .query("SELECT sequence FROM eventstore.read_stream_backward($1, max_count => 2)", &[s])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(back, [4, 3]);
+    let last_type: String = c.query_one("SELECT event_type FROM eventstore.last_event($1)", &[s]).unwrap().get(0);
+    assert_eq!(last_type, "Noted");
+
+    // snapshots
+    c.execute("SELECT eventstore.take_snapshot($1, 3, $2)", &[s, &json!({"balance": 12})]).unwrap();
+    let snap: serde_json::Value =
+        c.query_one("SELECT payload FROM eventstore.load_snapshot($1)", &[s]).unwrap().get(0);
+    assert_eq!(snap, json!({"balance": 12}));
+    assert_eq!(code_of(c.execute("SELECT eventstore.take_snapshot($1, 9, '{}')", &[s])), "22023");
+
+    // commands and the events they caused, in one transaction and apart
+    let cmd: uuid::Uuid = c
+        .query_one("SELECT eventstore.record_command('OpenAccount', '{}', stream_id => $1)", &[&streams[1]])
+        .unwrap()
+        .get(0);
+    c.execute("SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', command_id => $2)", &[&streams[1], &cmd])
+        .unwrap();
+    let mut tx = c.transaction().unwrap();
+    let cmd2: uuid::Uuid = tx.query_one("SELECT eventstore.record_command('Rename', '{}')", &[]).unwrap().get(0);
+    tx.execute("SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', command_id => $2)", &[&streams[2], &cmd2])
+        .unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        code_of(c.execute(
+            "SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', command_id => $2)",
+            &[&streams[3], &uuid::Uuid::new_v4()]
+        )),
+        "23503"
+    );
+    // a call Citus cannot delegate (a volatile argument) is refused, and writes nothing
+    assert_eq!(
+        code_of(c.execute(
+            "SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', event_id => gen_random_uuid())",
+            &[&streams[3]]
+        )),
+        "0A000"
+    );
+    assert_eq!(version(&mut c, &streams[3]), 1);
+    let caused: i64 = c
+        .query_one("SELECT count(*) FROM eventstore.events WHERE command_id IN ($1, $2)", &[&cmd, &cmd2])
+        .unwrap()
+        .get(0);
+    assert_eq!(caused, 2);
+
+    // causation across nodes: commands caused by events on either worker, checked by the node
+    // that holds the causing event, with the root command's correlation id
+    let other = streams.iter().find(|t| group_of(&mut c, t) != group_of(&mut c, &streams[1])).unwrap().clone();
+    let follow: uuid::Uuid = c
+        .query_one(
+            "SELECT eventstore.record_command('Follow', '{}', caused_by_stream_id => $1, caused_by_sequence => 2)",
+            &[&streams[1]],
+        )
+        .unwrap()
+        .get(0);
+    let followed: i64 = c
+        .query_one("SELECT eventstore.append_event($1, 'Account', 'Followed', '{}', command_id => $2)", &[&other, &follow])
+        .unwrap()
+        .get(0);
+    let then: uuid::Uuid = c
+        .query_one(
+            "SELECT eventstore.record_command('Then', '{}', caused_by_stream_id => $1, caused_by_sequence => $2)",
+            &[&other, &followed],
+        )
+        .unwrap()
+        .get(0);
+    let correlations: Vec<uuid::Uuid> = c
+        .query("SELECT correlation_id FROM eventstore.commands WHERE command_id IN ($1, $2, $3)", &[&cmd, &follow, &then])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(correlations, vec![cmd; 3], "one causation chain, one correlation id");
+    let chain: Vec<(i32, String, Option<String>, Option<i64>)> = c
+        .query("SELECT depth, kind, stream_id, sequence FROM eventstore.causation_chain($1, $2)", &[&other, &followed])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        chain,
+        vec![
+            (0, "event".to_string(), Some(other.clone()), Some(followed)),
+            (1, "command".to_string(), None, None),
+            (2, "event".to_string(), Some(streams[1].clone()), Some(2)),
+            (3, "command".to_string(), Some(streams[1].clone()), None),
+        ]
+    );
+    assert_eq!(
+        code_of(c.query_one(
+            "SELECT eventstore.record_command('Ghost', '{}', caused_by_stream_id => $1, caused_by_sequence => 99)",
+            &[&other]
+        )),
+        "23503"
+    );
+    // a direct INSERT with a wrong correlation id is refused by the node that holds the cause
+    assert_eq!(
+        code_of(c.execute(
+            "INSERT INTO eventstore.commands (command_type, payload, caused_by_stream_id, caused_by_sequence, correlation_id)
+             VALUES ('Forged', '{}', $1, 2, gen_random_uuid())",
+            &[&streams[1]]
+        )),
+        "428C9"
+    );
+
+    // a failed append inside a transaction leaves nothing behind
+    let mut tx = c.transaction().unwrap();
+    tx.execute("SELECT eventstore.append_event($1, 'Account', 'Frozen', '{}')", &[&streams[4]]).unwrap();
+    drop(tx);
+    assert_eq!(version(&mut c, &streams[4]), 1);
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn positions_are_unique_and_name_the_node_that_assigned_them() {
+    let mut c = distributed();
+    let streams: Vec<String> = (0..16).map(|_| unique("pos")).collect();
+    for s in &streams {
+        for _ in 0..3 {
+            c.execute("SELECT eventstore.append_event($1, 'Pos', 'E', '{}')", &[s]).unwrap();
+        }
+    }
+    let mut per_node: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for s in &streams {
+        let g = group_of(&mut c, s);
+        let positions: Vec<i64> = c
+            .query("SELECT global_position FROM eventstore.events WHERE stream_id = $1 ORDER BY sequence", &[s])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{s}: {positions:?}");
+        for p in positions {
+            assert_eq!(p >> 48, g, "{s}: position {p} is not from node group {g}'s range");
+            per_node.entry(g).or_default().push(p);
+        }
+    }
+    let all: Vec<i64> = per_node.values().flatten().copied().collect();
+    let unique_count = all.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(unique_count, all.len(), "a position was given twice");
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn concurrent_writers_keep_every_stream_gapless() {
+    distributed();
+    let streams: Vec<String> = (0..6).map(|_| unique("busy")).collect();
+    let per_writer = env_or("PG_EVENTSTORE_CITUS_APPENDS", 60);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let streams = streams.clone();
+            std::thread::spawn(move || {
+                let mut c = coordinator();
+                let mut done = 0;
+                let mut conflicts = 0;
+                for i in 0..per_writer {
+                    let s = &streams[(w + i) % streams.len()];
+                    loop {
+                        let v = version(&mut c, s);
+                        match c.execute(
+                            "SELECT eventstore.append_event($1, 'Busy', 'E', $2, expected_version => $3)",
+                            &[s, &json!({"writer": w, "i": i}), &v],
+                        ) {
+                            Ok(_) => break,
+                            Err(e) if db_error(&e).0 == "40001" => conflicts += 1,
+                            Err(e) => panic!("writer {w}: {e}"),
+                        }
+                    }
+                    done += 1;
+                }
+                (done, conflicts)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in writers {
+        total += w.join().unwrap().0;
+    }
+    let mut c = coordinator();
+    let mut stored = 0;
+    for s in &streams {
+        let seqs = sequences(&mut c, s);
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{s} has a gap");
+        stored += seqs.len();
+    }
+    assert_eq!(stored, total);
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn what_a_distributed_store_cannot_do_says_so() {
+    let mut c = distributed();
+    let s = unique("limits");
+    c.execute("SELECT eventstore.append_event($1, 'L', 'E', '{}')", &[&s]).unwrap();
+    for sql in [
+        "SELECT * FROM eventstore.read_all(0, 10)",
+        "SELECT * FROM eventstore.feed_status()",
+        "SELECT eventstore.create_subscription('s')",
+        "SELECT * FROM eventstore.poll('s')",
+        "SELECT * FROM eventstore.read_category_backward('L')",
+    ] {
+        assert_eq!(code_of(c.batch_execute(sql)), "0A000", "{sql}");
+    }
+    for sql in [
+        "SELECT eventstore.delete_stream($1, reason => 'gone')",
+        "SELECT eventstore.truncate_stream($1, 1, 'old')",
+        "SELECT eventstore.archive_stream($1)",
+        "SELECT eventstore.erase_stream($1, 'gdpr')",
+    ] {
+        assert_eq!(code_of(c.execute(sql, &[&s])), "0A000", "{sql}");
+    }
+    assert_eq!(version(&mut c, &s), 1);
+}
+
+/// Writers appending through the coordinator, each to streams of its own, until `stop` is set;
+/// returns what each writer had acknowledged: (stream, sequence, payload marker). Errors while a
+/// node is down or a shard is moving are expected; an append that returned is acknowledged.
+fn writers(n: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<(String, i64, i64)>>> {
+    (0..n)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let streams: Vec<String> = (0..8).map(|_| unique(&format!("load{w}"))).collect();
+                let mut acked = Vec::new();
+                let mut c: Option<Client> = None;
+                let mut i: i64 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let conn = match c.as_mut() {
+                        Some(conn) if !conn.is_closed() => conn,
+                        _ => match Client::connect(
+                            &format!("{} port={}", std::env::var("PG_EVENTSTORE_CITUS").unwrap(), ports()[0]),
+                            NoTls,
+                        ) {
+                            Ok(conn) => c.insert(conn),
+                            Err(_) => {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                                continue;
+                            }
+                        },
+                    };
+                    let s = &streams[(i as usize) % streams.len()];
+                    i += 1;
+                    match conn.query_one("SELECT eventstore.append_event($1, 'Load', 'E', $2)", &[s, &json!({"i": i})]) {
+                        Ok(r) => acked.push((s.clone(), r.get::<_, i64>(0), i)),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+fn check_acknowledged(acked: &[(String, i64, i64)]) {
+    let mut c = coordinator();
+    for (s, seq, marker) in acked {
+        let row = c
+            .query_opt("SELECT payload FROM eventstore.load_stream($1, $2, 1) WHERE sequence = $2", &[s, seq])
+            .unwrap();
+        let payload: serde_json::Value = row.unwrap_or_else(|| panic!("acknowledged event {s}#{seq} is gone")).get(0);
+        assert_eq!(payload, json!({"i": marker}), "{s}#{seq}");
+    }
+    let streams: std::collections::BTreeSet<&String> = acked.iter().map(|(s, _, _)| s).collect();
+    for s in streams {
+        let seqs = sequences(&mut c, s);
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{s} has a gap");
+    }
+}
+
+fn data_dir(name: &str) -> String {
+    format!("{}/{name}", std::env::var("PG_EVENTSTORE_CITUS_DATA").expect("run tests/citus.sh"))
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_worker_killed_mid_load_loses_no_acknowledged_event() {
+    distributed();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles = writers(4, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SIGKILL to the worker's postmaster and every process of it, as a crash would
+    let dir = data_dir("w2");
+    let pid = std::fs::read_to_string(format!("{dir}/postmaster.pid")).unwrap().lines().next().unwrap().to_string();
+    let children = std::process::Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+    let mut pids = vec![pid.clone()];
+    pids.extend(String::from_utf8_lossy(&children.stdout).split_whitespace().map(String::from));
+    let _ = std::process::Command::new("kill").arg("-9").args(&pids).status();
+    // Dead, or a zombie nobody reaps (the cluster script's pg_ctl, its parent, has exited): then
+    // its pid still answers, and the lock file it left would stop the restart.
+    let dead = |p: &String| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |st| st.split_whitespace().nth(2) == Some("Z"))
+    };
+    for _ in 0..200 {
+        if pids.iter().all(dead) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pids.iter().all(dead), "the worker's processes survived SIGKILL");
+    let _ = std::fs::remove_file(format!("{dir}/postmaster.pid"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = as_postgres("pg_ctl", &["-D", &dir, "-l", &format!("{dir}/../w2.log"), "-w", "start"]);
+    assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(acked.len() > 50, "only {} appends were acknowledged", acked.len());
+    // appends reached the restarted worker again
+    let mut w2 = node(ports()[2]);
+    let group: i64 = w2.query_one("SELECT groupid::bigint FROM pg_dist_local_group", &[]).unwrap().get(0);
+    let after_restart = acked.iter().filter(|(s, _, _)| group_of(&mut coordinator(), s) == group).count();
+    assert!(after_restart > 0, "no acknowledged append on the killed worker's streams");
+    check_acknowledged(&acked);
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_shard_moved_under_load_keeps_every_stream() {
+    let mut c = distributed();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles = writers(3, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // the busiest shard of the first worker moves to the second, rows copied by logical replication
+    // while the appends go on, then switched over
+    let (from, to) = (ports()[1] as i32, ports()[2] as i32);
+    let shard: i64 = c
+        .query_one(
+            "SELECT s.shardid FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
+              WHERE s.logicalrelid = 'eventstore.streams'::regclass AND n.nodeport = $1
+              ORDER BY s.shardid LIMIT 1",
+            &[&from],
+        )
+        .unwrap()
+        .get(0);
+    c.execute(
+        "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3, shard_transfer_mode => 'force_logical')",
+        &[&shard, &from, &to],
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let moved: Vec<&(String, i64, i64)> = acked
+        .iter()
+        .filter(|(s, _, _)| {
+            c.query_one("SELECT get_shard_id_for_distribution_column('eventstore.streams', $1::text)", &[s])
+                .unwrap()
+                .get::<_, i64>(0)
+                == shard
+        })
+        .collect();
+    assert!(!moved.is_empty(), "no stream of the moved shard was written");
+    check_acknowledged(&acked);
+    check_every_node();
+    // appends to the moved streams carry on on their new node, with its positions
+    let (s, _, _) = moved[0];
+    c.execute("SELECT eventstore.append_event($1, 'Load', 'E', '{}')", &[s]).unwrap();
+    let to_group: i64 = c.query_one("SELECT groupid::bigint FROM pg_dist_node WHERE nodeport = $1", &[&to]).unwrap().get(0);
+    let last: i64 = c
+        .query_one("SELECT global_position FROM eventstore.last_event($1)", &[s])
+        .unwrap()
+        .get(0);
+    assert_eq!(last >> 48, to_group);
+}

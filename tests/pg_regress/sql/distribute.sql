@@ -1,0 +1,14 @@
+-- eventstore.distribute() makes the store a distributed one on a Citus coordinator (README
+-- "Running on Citus"; tests/citus.sh runs it on a cluster of three nodes). On a PostgreSQL
+-- without Citus it refuses, and changes nothing.
+\set SHOW_CONTEXT never
+\set VERBOSITY sqlstate
+SELECT eventstore.distribute();
+SELECT eventstore.distribute(0);
+SELECT eventstore.distribute(NULL);
+\set VERBOSITY default
+SELECT eventstore.distribute();
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = 'eventstore.events'::regclass AND contype IN ('u', 'f') ORDER BY conname;
+-- It is for the store's owner (a superuser, as Citus's functions need), not for its roles.
+SELECT has_function_privilege('eventstore_admin', 'eventstore.distribute(integer)', 'EXECUTE');
