@@ -46,11 +46,15 @@ pub(crate) fn distributed() -> bool {
 
 /// Refuses what does not work on a distributed store (yet), instead of running it half-way.
 pub(crate) fn refuse(what: &str) {
+    refuse_with(what, "README.md, \"Running on Citus\", lists what a distributed store can do.")
+}
+
+pub(crate) fn refuse_with(what: &str, detail: &str) {
     if distributed() {
         errors::raise_detail(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("{what} is not available on a distributed store"),
-            "README.md, \"Running on Citus\", lists what a distributed store can do.".into(),
+            detail.into(),
         );
     }
 }

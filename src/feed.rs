@@ -142,7 +142,10 @@ pub fn check_max_count(v: i32) -> i32 {
 sql_function!(es_read_all, pg_finfo_es_read_all, read_all);
 
 fn read_all(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.read_all");
+    crate::distributed::refuse_with(
+        "eventstore.read_all",
+        "Each node of a distributed store has a feed of its own: read them with eventstore.read_all_nodes.",
+    );
     let after = args.required_i64(0, "after_position");
     if after < 0 {
         errors::invalid(format!("after_position must be 0 or more, not {after}"));
