@@ -82,8 +82,9 @@ static SHARD_IS_LOCAL: Stmt = Stmt {
 pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
     let spi = Spi::connect();
     spi.run(&LOCK_SHARD, &[Some(stream_id)], false);
+    let local = shard_is_local(&spi, stream_id);
     spi.finish();
-    if !stream_is_local(stream_id) {
+    if !local {
         errors::raise_detail(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("the append to stream \"{name}\" did not run on the node that holds the stream"),
@@ -99,7 +100,12 @@ pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
 /// Whether the shard that holds this stream has its placement on this node.
 pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
     let spi = Spi::connect();
-    let local = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false);
+    let local = shard_is_local(&spi, stream_id);
     spi.finish();
     local
+}
+
+/// The same in an open connection, in a snapshot taken now (after a lock the caller took).
+fn shard_is_local(spi: &Spi, stream_id: pg_sys::Datum) -> bool {
+    spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false)
 }
