@@ -420,21 +420,64 @@ CREATE TABLE eventstore.subscription_state (
     lease_seconds       integer NOT NULL DEFAULT 30 CHECK (lease_seconds > 0),
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT subscription_delivered_after_checkpoint CHECK (delivered_up_to >= checkpoint)
+    -- a distributed store's subscription (README "Running on Citus"): its checkpoint and what its
+    -- holder's last poll delivered, per node ({"<group id>": position}); NULL on one node
+    checkpoint_nodes    jsonb CHECK (jsonb_typeof(checkpoint_nodes) = 'object'),
+    delivered_nodes     jsonb CHECK (jsonb_typeof(delivered_nodes) = 'object'),
+    CONSTRAINT subscription_delivered_after_checkpoint CHECK (delivered_up_to >= checkpoint),
+    CONSTRAINT subscription_nodes_both_or_neither CHECK ((checkpoint_nodes IS NULL) = (delivered_nodes IS NULL))
 );
+
+-- How far a subscription is behind: positions assigned and events (of its types) stored after its
+-- checkpoint. A function, not a join in the view, so that on a distributed store Citus plans each
+-- count on its own (it does not join its tables with the coordinator's subscription_state); there
+-- both are summed over the nodes' position ranges, each counted from its own checkpoint.
+CREATE FUNCTION eventstore.subscription_lag(
+    checkpoint bigint, checkpoint_nodes jsonb, stream_types text[], event_types text[],
+    OUT lag_positions bigint, OUT lag_events bigint
+)
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+    AS $lag$
+#variable_conflict use_variable
+DECLARE
+    g bigint;
+    from_ bigint;
+    head bigint;
+    n bigint;
+BEGIN
+    IF checkpoint_nodes IS NULL THEN
+        lag_positions := COALESCE((SELECT max(e.global_position) FROM eventstore.events e), 0) - checkpoint;
+        lag_events := (SELECT count(*) FROM eventstore.events e
+                        WHERE e.global_position > checkpoint
+                          AND (stream_types IS NULL OR e.stream_type = ANY (stream_types))
+                          AND (event_types IS NULL OR e.event_type = ANY (event_types)));
+        RETURN;
+    END IF;
+    lag_positions := 0;
+    lag_events := 0;
+    FOR g IN SELECT DISTINCT d.groupid FROM pg_dist_node d
+             UNION SELECT k::bigint FROM jsonb_object_keys(checkpoint_nodes) k LOOP
+        from_ := GREATEST(COALESCE((checkpoint_nodes ->> g::text)::bigint, 0), g << 48);
+        SELECT max(e.global_position), count(*) FILTER (
+                   WHERE (stream_types IS NULL OR e.stream_type = ANY (stream_types))
+                     AND (event_types IS NULL OR e.event_type = ANY (event_types)))
+          INTO head, n
+          FROM eventstore.events e
+         WHERE e.global_position > from_ AND e.global_position < (g + 1) << 48;
+        lag_positions := lag_positions + COALESCE(head - from_, 0);
+        lag_events := lag_events + n;
+    END LOOP;
+END
+$lag$;
 
 CREATE VIEW eventstore.subscriptions AS
 SELECT s.name, s.stream_types, s.event_types, s.checkpoint, s.delivered_up_to,
        CASE WHEN s.lease_expires_at > now() THEN s.lease_pid END AS lease_pid,
        CASE WHEN s.lease_expires_at > now() THEN s.lease_expires_at END AS lease_expires_at,
-       h.head - s.checkpoint AS lag_positions,
-       (SELECT count(*) FROM eventstore.events e
-         WHERE e.global_position > s.checkpoint
-           AND (s.stream_types IS NULL OR e.stream_type = ANY (s.stream_types))
-           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))) AS lag_events,
-       s.created_at, s.updated_at
+       l.lag_positions, l.lag_events,
+       s.created_at, s.updated_at, s.checkpoint_nodes
 FROM eventstore.subscription_state s
-CROSS JOIN (SELECT COALESCE(max(global_position), 0) AS head FROM eventstore.events) h;
+CROSS JOIN LATERAL eventstore.subscription_lag(s.checkpoint, s.checkpoint_nodes, s.stream_types, s.event_types) l;
 
 CREATE FUNCTION eventstore.create_subscription(
     name         text,
@@ -595,12 +638,38 @@ CREATE FUNCTION eventstore.verify() RETURNS TABLE (
 -- unique across the cluster, also after a shard moves.
 -- ---------------------------------------------------------------------------------------------
 
+-- Every node's copy of the store made ready for the distributed store (distribute_prepare_node):
+-- part of distribute(), and to be run again after citus_add_node, before shards move to the new
+-- node (an append there refuses until then). Idempotent.
+CREATE FUNCTION eventstore.prepare_nodes() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+    AS $prepare_nodes$
+DECLARE
+    failed text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'eventstore.prepare_nodes() needs Citus' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT citus_is_coordinator() THEN
+        RAISE EXCEPTION 'eventstore.prepare_nodes() runs on the Citus coordinator, and this node is not it'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM eventstore.distribute_prepare_node();
+    SELECT string_agg(format('%s:%s: %s', nodename, nodeport, result), '; ') INTO failed
+      FROM run_command_on_workers('SELECT eventstore.distribute_prepare_node()') WHERE NOT success;
+    IF failed IS NOT NULL THEN
+        RAISE EXCEPTION 'could not prepare every worker for the distributed store: %', failed
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Each worker needs pg_eventstore installed, at the same version as the coordinator.';
+    END IF;
+END
+$prepare_nodes$;
+
 CREATE FUNCTION eventstore.distribute(shard_count integer DEFAULT 32) RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
     AS $distribute$
 DECLARE
     f text;
-    failed text;
 BEGIN
     IF shard_count IS NULL OR shard_count < 1 OR shard_count > 64000 THEN
         RAISE EXCEPTION 'shard_count must be between 1 and 64000, not %', shard_count
@@ -628,14 +697,7 @@ BEGIN
     -- and put back once commands is a reference table. The workers' copies of the tables (created
     -- by CREATE EXTENSION there, and never holding rows) get the same definition first; that step
     -- may be repeated, so a distribute() that failed later can simply be run again.
-    PERFORM eventstore.distribute_prepare_node();
-    SELECT string_agg(format('%s:%s: %s', nodename, nodeport, result), '; ') INTO failed
-      FROM run_command_on_workers('SELECT eventstore.distribute_prepare_node()') WHERE NOT success;
-    IF failed IS NOT NULL THEN
-        RAISE EXCEPTION 'eventstore.distribute() could not prepare every worker: %', failed
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Each worker needs pg_eventstore installed, at the same version as the coordinator.';
-    END IF;
+    PERFORM eventstore.prepare_nodes();
     SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
     -- the store's triggers only ever touch rows of the stream they fire for, which live in the
     -- same shard group
@@ -648,6 +710,12 @@ BEGIN
     PERFORM create_reference_table('eventstore.commands');
     ALTER TABLE eventstore.events ADD CONSTRAINT events_command_id_fkey
         FOREIGN KEY (command_id) REFERENCES eventstore.commands (command_id);
+    -- subscriptions made so far go on from their checkpoint, which is a position of the
+    -- coordinator's range (node 0), where the events of that time keep their positions
+    UPDATE eventstore.subscription_state
+       SET checkpoint_nodes = jsonb_build_object('0', checkpoint),
+           delivered_nodes = jsonb_build_object('0', checkpoint), delivered_up_to = checkpoint
+     WHERE checkpoint_nodes IS NULL;
     FOREACH f IN ARRAY ARRAY[
         'eventstore.append_event(text,text,text,jsonb,jsonb,bigint,uuid,uuid,integer)',
         'eventstore.append_events(text,text,jsonb,bigint,uuid)',
@@ -679,7 +747,8 @@ CREATE FUNCTION eventstore.read_all_nodes(
     stream_types          text[]  DEFAULT NULL,
     event_types           text[]  DEFAULT NULL,
     consumer_group_member integer DEFAULT NULL,
-    consumer_group_size   integer DEFAULT NULL
+    consumer_group_size   integer DEFAULT NULL,
+    up_to                 jsonb   DEFAULT NULL
 ) RETURNS TABLE (
     node            integer,
     global_position bigint,
@@ -703,7 +772,9 @@ DECLARE
     n record;
     r record;
     done jsonb;
+    arg text;
     k text;
+    v jsonb;
     left_ integer := max_count;
     got bigint;
 BEGIN
@@ -715,9 +786,14 @@ BEGIN
         RAISE EXCEPTION 'after must be a JSON object of node group ids and positions, like {"1": 281474976710700}'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR k IN SELECT jsonb_object_keys(after) LOOP
-        IF k !~ '^[0-9]{1,9}$' OR jsonb_typeof(after -> k) <> 'number' OR (after ->> k) !~ '^[0-9]{1,19}$' THEN
-            RAISE EXCEPTION 'after: "%" must be a node group id with a position of 0 or more, not %', k, after -> k
+    IF jsonb_typeof(up_to) <> 'object' THEN
+        RAISE EXCEPTION 'up_to must be NULL or a JSON object of node group ids and positions'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR arg, k, v IN SELECT 'after', e.key, e.value FROM jsonb_each(after) e
+                     UNION ALL SELECT 'up_to', e.key, e.value FROM jsonb_each(COALESCE(up_to, '{}')) e LOOP
+        IF k !~ '^[0-9]{1,9}$' OR jsonb_typeof(v) <> 'number' OR v::text !~ '^[0-9]{1,19}$' THEN
+            RAISE EXCEPTION '%: "%" must be a node group id with a position of 0 or more, not %', arg, k, v
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END LOOP;
@@ -759,6 +835,7 @@ BEGIN
                 USING ERRCODE = 'connection_failure', HINT = 'The feed waits for every node; retry when it is back.';
         END IF;
         EXIT WHEN left_ <= 0;
+        CONTINUE WHEN up_to IS NOT NULL AND NOT up_to ? n.g::text;
         got := 0;
         FOR r IN
             SELECT t.* FROM (
@@ -772,6 +849,7 @@ BEGIN
                       LEFT JOIN eventstore.events pv ON pv.stream_id = ev.stream_id AND pv.sequence = ev.sequence - 1
                       WHERE ev.global_position > GREATEST(COALESCE((done ->> n.g::text)::bigint, 0), n.g::bigint << 48)
                         AND ev.global_position < (n.g::bigint + 1) << 48
+                        AND (up_to IS NULL OR ev.global_position <= (up_to ->> n.g::text)::bigint)
                         AND (stream_types IS NULL OR ev.stream_type = ANY (stream_types))
                         AND (event_types IS NULL OR ev.event_type = ANY (event_types))
                         AND (consumer_group_size IS NULL OR
@@ -793,8 +871,9 @@ BEGIN
 END
 $read_all_nodes$;
 
--- One node's part of distribute(): its copies of events and archived_events get the constraints
--- of a distributed store, and its global_position_seq the node's own range. Idempotent.
+-- One node's part of distribute() and prepare_nodes(): its copies of events and archived_events
+-- get the constraints of a distributed store, and its global_position_seq the node's own range.
+-- Idempotent.
 CREATE FUNCTION eventstore.distribute_prepare_node() RETURNS void
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
     AS $prepare$
@@ -802,15 +881,22 @@ DECLARE
     g bigint := (SELECT groupid FROM pg_dist_local_group);
     low bigint;
 BEGIN
-    ALTER TABLE eventstore.events DROP CONSTRAINT IF EXISTS events_command_id_fkey;
+    IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass) THEN
+        -- a node that joined after distribute() (prepare_nodes): its copies of the tables are the
+        -- shells Citus plans queries on, and what changes here is for this node only
+        SET LOCAL citus.enable_ddl_propagation TO off;
+    ELSE
+        -- distribute() puts it back once commands is a reference table
+        ALTER TABLE eventstore.events DROP CONSTRAINT IF EXISTS events_command_id_fkey;
+    END IF;
     IF pg_get_constraintdef((SELECT oid FROM pg_constraint WHERE conname = 'events_event_id_key'
                              AND conrelid = 'eventstore.events'::regclass)) = 'UNIQUE (event_id)' THEN
-        ALTER TABLE eventstore.events DROP CONSTRAINT events_event_id_key,
-            ADD CONSTRAINT events_event_id_key UNIQUE (stream_id, event_id),
-            DROP CONSTRAINT events_global_position_key,
-            ADD CONSTRAINT events_global_position_key UNIQUE (global_position, stream_id);
-        ALTER TABLE eventstore.archived_events DROP CONSTRAINT archived_events_event_id_key,
-            ADD CONSTRAINT archived_events_event_id_key UNIQUE (stream_id, event_id);
+        ALTER TABLE eventstore.events DROP CONSTRAINT events_event_id_key;
+        ALTER TABLE eventstore.events ADD CONSTRAINT events_event_id_key UNIQUE (stream_id, event_id);
+        ALTER TABLE eventstore.events DROP CONSTRAINT events_global_position_key;
+        ALTER TABLE eventstore.events ADD CONSTRAINT events_global_position_key UNIQUE (global_position, stream_id);
+        ALTER TABLE eventstore.archived_events DROP CONSTRAINT archived_events_event_id_key;
+        ALTER TABLE eventstore.archived_events ADD CONSTRAINT archived_events_event_id_key UNIQUE (stream_id, event_id);
     END IF;
     low := g * (1::bigint << 48) + 1;
     IF (SELECT seqmin FROM pg_sequence WHERE seqrelid = 'eventstore.global_position_seq'::regclass) <> low THEN
@@ -890,6 +976,8 @@ GRANT EXECUTE ON FUNCTION
     eventstore.feed_status, eventstore.read_stream_backward, eventstore.last_event,
     eventstore.read_category_backward, eventstore.poll, eventstore.ack, eventstore.verify
     TO eventstore_reader;
+ALTER FUNCTION eventstore.subscription_lag SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION eventstore.subscription_lag TO eventstore_reader;
 GRANT SELECT ON eventstore.subscriptions TO eventstore_reader;
 GRANT EXECUTE ON FUNCTION eventstore.read_all_nodes TO eventstore_reader;
 

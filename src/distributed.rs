@@ -59,16 +59,38 @@ pub(crate) fn refuse_with(what: &str, detail: &str) {
     }
 }
 
+static IS_COORDINATOR: Stmt = Stmt { sql: "SELECT pg_catalog.citus_is_coordinator()", args: &[] };
+
+/// What lives in the coordinator's own tables (subscriptions) is made there.
+pub(crate) fn require_coordinator(what: &str) {
+    let spi = Spi::connect();
+    let here = spi.run(&IS_COORDINATOR, &[], true).bool(0, 1).unwrap_or(false);
+    spi.finish();
+    if !here {
+        errors::raise_detail(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("{what} is made on the Citus coordinator, and this node is not it"),
+            "Subscriptions of a distributed store live in the coordinator's subscription_state; connect there.".into(),
+        );
+    }
+}
+
 static LOCK_SHARD: Stmt = Stmt {
     sql: "SELECT pg_catalog.lock_shard_metadata(5, \
               ARRAY[pg_catalog.get_shard_id_for_distribution_column('eventstore.streams', $1)])",
     args: &[pg_sys::TEXTOID],
 };
 
+/// Whether the stream's shard is here, and whether this node's positions come from its own range
+/// (a node added to the cluster after distribute() has the range of a fresh install, the
+/// coordinator's, until eventstore.prepare_nodes() runs).
 static SHARD_IS_LOCAL: Stmt = Stmt {
     sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_placement p \
-          WHERE p.shardid = pg_catalog.get_shard_id_for_distribution_column('eventstore.streams', $1) \
-            AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group))",
+                 WHERE p.shardid = pg_catalog.get_shard_id_for_distribution_column('eventstore.streams', $1) \
+                   AND p.groupid = l.groupid), \
+                 (SELECT s.seqmin FROM pg_catalog.pg_sequence s \
+                   WHERE s.seqrelid = 'eventstore.global_position_seq'::pg_catalog.regclass) = (l.groupid::int8 << 48) + 1 \
+          FROM pg_catalog.pg_dist_local_group l",
     args: &[pg_sys::TEXTOID],
 };
 
@@ -82,8 +104,18 @@ static SHARD_IS_LOCAL: Stmt = Stmt {
 pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
     let spi = Spi::connect();
     spi.run(&LOCK_SHARD, &[Some(stream_id)], false);
-    let local = shard_is_local(&spi, stream_id);
+    let r = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false);
+    let (local, prepared) = (r.bool(0, 1).unwrap_or(false), r.bool(0, 2).unwrap_or(false));
     spi.finish();
+    if local && !prepared {
+        errors::raise_detail(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the node that holds stream \"{name}\" is not prepared for the distributed store"),
+            "The node joined the cluster after eventstore.distribute(): run SELECT eventstore.prepare_nodes() \
+             on the coordinator, which gives it its own range of positions."
+                .into(),
+        );
+    }
     if !local {
         errors::raise_detail(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -105,7 +137,7 @@ pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
     local
 }
 
-/// The same in an open connection, in a snapshot taken now (after a lock the caller took).
+/// The same in an open connection.
 fn shard_is_local(spi: &Spi, stream_id: pg_sys::Datum) -> bool {
     spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false)
 }

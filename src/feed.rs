@@ -79,6 +79,13 @@ pub static READ_CATEGORIES: Stmt = Stmt {
     args: FEED_ARGS,
 };
 
+/// The node (Citus group id) that assigned a position: each node of a distributed store takes its
+/// positions from its own range, group id << 48 onwards (eventstore.distribute_prepare_node); on
+/// one node every position is node 0's.
+pub fn node_of(position: i64) -> i64 {
+    position >> 48
+}
+
 /// A checked read_all request; also what a subscription's poll reads.
 pub struct FeedRead {
     pub after: i64,

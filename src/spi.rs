@@ -193,8 +193,9 @@ impl Rows {
 struct StoreDest {
     base: pg_sys::DestReceiver,
     store: *mut pg_sys::Tuplestorestate,
-    /// The first column (an int8) of the last row received, for callers that track a position.
-    last_first: Option<i64>,
+    /// The first column (an int8, a position) of the last row received from each node, in the
+    /// order the rows came: one entry on one node, one per node for a distributed store's feed.
+    last_by_node: Vec<(i64, i64)>,
 }
 
 #[pgrx::pg_guard]
@@ -203,7 +204,12 @@ unsafe extern "C-unwind" fn store_receive(slot: *mut pg_sys::TupleTableSlot, des
     pg_sys::tuplestore_puttupleslot((*d).store, slot);
     pg_sys::slot_getsomeattrs(slot, 1);
     if !*(*slot).tts_isnull {
-        (*d).last_first = Some((*(*slot).tts_values).value() as i64);
+        let position = (*(*slot).tts_values).value() as i64;
+        let node = crate::feed::node_of(position);
+        match (*d).last_by_node.last_mut() {
+            Some(last) if last.0 == node => last.1 = position,
+            _ => (*d).last_by_node.push((node, position)),
+        }
     }
     true
 }
@@ -265,6 +271,18 @@ impl Spi {
         args: &[Option<Datum>],
         read_only: bool,
     ) -> Option<i64> {
+        self.return_rows_by_node(fcinfo, stmt, args, read_only).last().map(|l| l.1)
+    }
+
+    /// The same for a feed whose rows come node by node (eventstore.read_all_nodes): the last
+    /// position of each node that returned rows.
+    pub fn return_rows_by_node(
+        &self,
+        fcinfo: pg_sys::FunctionCallInfo,
+        stmt: &'static Stmt,
+        args: &[Option<Datum>],
+        read_only: bool,
+    ) -> Vec<(i64, i64)> {
         unsafe {
             crate::compat::init_materialized_srf(fcinfo);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
@@ -277,10 +295,10 @@ impl Spi {
                     mydest: pg_sys::CommandDest::DestTuplestore,
                 },
                 store: (*rsinfo).setResult,
-                last_first: None,
+                last_by_node: Vec::new(),
             };
             self.exec(stmt, args, read_only, &mut dest.base);
-            dest.last_first
+            dest.last_by_node
         }
     }
 }

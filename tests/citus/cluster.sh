@@ -4,7 +4,8 @@
 #   bash tests/citus/cluster.sh available   exit 0 if Citus is installed, else say why and exit 1
 #   bash tests/citus/cluster.sh install     build and install Citus from the vendored source if missing
 #   bash tests/citus/cluster.sh start       (re)create the three nodes and form the cluster
-#   bash tests/citus/cluster.sh stop
+#   bash tests/citus/cluster.sh stop        (every node under the data directory)
+#   bash tests/citus/cluster.sh node NAME PORT   one more node with Citus, not added to the cluster
 # The vendored source is ../shared/vendor/citus beside the repository (CITUS_VENDOR overrides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,21 +39,16 @@ pg() { sudo -u postgres "$PG_BIN/$@"; }
 q() { local port=$1; shift; psql -XqAt -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
 
 stop() {
-    for n in $nodes; do
-        local dir=$root/${n%%:*}
+    for dir in "$root"/*/; do
         [ -f "$dir/PG_VERSION" ] && pg pg_ctl -D "$dir" -m immediate stop >/dev/null 2>&1 || true
     done
 }
 
-start() {
-    available || { echo "citus: not installed" >&2; exit 1; }
-    stop
-    rm -rf "$root" && mkdir -p "$root" && chown postgres "$root"
-    mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql
-    for n in $nodes; do
-        local name=${n%%:*} port=${n##*:} dir=$root/${n%%:*}
-        pg initdb -D "$dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
-        cat >>"$dir/postgresql.conf" <<EOF
+# A PostgreSQL with Citus loaded, started on 127.0.0.1:port, not yet part of any cluster.
+node() {
+    local name=$1 port=$2 dir=$root/$1
+    pg initdb -D "$dir" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$dir/postgresql.conf" <<EOF
 port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
@@ -61,8 +57,17 @@ wal_level = logical
 max_connections = 200
 max_worker_processes = 32
 EOF
-        pg pg_ctl -D "$dir" -l "$root/$name.log" -w start >/dev/null
-        q "$port" -c "CREATE EXTENSION citus"
+    pg pg_ctl -D "$dir" -l "$root/$name.log" -w start >/dev/null
+    q "$port" -c "CREATE EXTENSION citus"
+}
+
+start() {
+    available || { echo "citus: not installed" >&2; exit 1; }
+    stop
+    rm -rf "$root" && mkdir -p "$root" && chown postgres "$root"
+    mkdir -p /var/run/postgresql && chown postgres /var/run/postgresql
+    for n in $nodes; do
+        node "${n%%:*}" "${n##*:}"
     done
     q 5511 -c "SELECT citus_set_coordinator_host('127.0.0.1', 5511)" \
         -c "SELECT citus_add_node('127.0.0.1', 5512)" -c "SELECT citus_add_node('127.0.0.1', 5513)" >/dev/null
@@ -74,5 +79,6 @@ case "${1:-}" in
     install) install_citus ;;
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 available|install|start|stop" >&2; exit 2 ;;
+    node) node "$2" "$3" ;;   # node NAME PORT: one more, for a test to add to the cluster
+    *) echo "usage: $0 available|install|start|stop|node NAME PORT" >&2; exit 2 ;;
 esac

@@ -353,8 +353,6 @@ fn what_a_distributed_store_cannot_do_says_so() {
     for sql in [
         "SELECT * FROM eventstore.read_all(0, 10)",
         "SELECT * FROM eventstore.feed_status()",
-        "SELECT eventstore.create_subscription('s')",
-        "SELECT * FROM eventstore.poll('s')",
         "SELECT * FROM eventstore.read_category_backward('L')",
     ] {
         assert_eq!(code_of(c.batch_execute(sql)), "0A000", "{sql}");
@@ -374,9 +372,19 @@ fn what_a_distributed_store_cannot_do_says_so() {
 /// returns what each writer had acknowledged: (stream, sequence, payload marker). Errors while a
 /// node is down or a shard is moving are expected; an append that returned is acknowledged.
 fn writers(n: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<(String, i64, i64)>>> {
+    writers_of("Load", n, stop)
+}
+
+/// The same with streams of the given type.
+fn writers_of(
+    stream_type: &str,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<(String, i64, i64)>>> {
     (0..n)
         .map(|w| {
             let stop = stop.clone();
+            let stream_type = stream_type.to_string();
             std::thread::spawn(move || {
                 let streams: Vec<String> = (0..8).map(|_| unique(&format!("load{w}"))).collect();
                 let mut acked = Vec::new();
@@ -398,7 +406,7 @@ fn writers(n: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec
                     };
                     let s = &streams[(i as usize) % streams.len()];
                     i += 1;
-                    match conn.query_one("SELECT eventstore.append_event($1, 'Load', 'E', $2)", &[s, &json!({"i": i})]) {
+                    match conn.query_one("SELECT eventstore.append_event($1, $3, 'E', $2)", &[s, &json!({"i": i}), &stream_type]) {
                         Ok(r) => acked.push((s.clone(), r.get::<_, i64>(0), i)),
                         Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
                     }
@@ -638,5 +646,354 @@ fn feed_readers_across_nodes_see_every_event_once_in_order_through_a_shard_move(
         }
         assert_eq!(once, stored, "reader {i} did not get exactly the stored events");
     }
+    check_every_node();
+}
+
+/// One consumer of a durable subscription, as an application runs it: poll a batch, handle it,
+/// acknowledge it. What it handled and acknowledged goes to `acked` (in the order the acks
+/// happened, which the subscription's row lock serializes). It fails on purpose now and then: no
+/// ack at all, or an ack of the batch's middle row; the next poll must then bring exactly the
+/// unacknowledged rest of that batch. `killed` tells it to report its session's pid and wait.
+#[allow(clippy::type_complexity)]
+fn subscriber(
+    name: String,
+    id: usize,
+    writing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(i64, String, i64)>>>,
+    pause: Option<std::sync::mpsc::Sender<i32>>,
+) -> std::thread::JoinHandle<(usize, usize, usize)> {
+    std::thread::spawn(move || {
+        let mut c = coordinator();
+        let mut expect_next: Option<Vec<i64>> = None;
+        let (mut batches, mut redelivered, mut spanning) = (0, 0, 0);
+        let mut quiet = 0;
+        let mut pause = pause;
+        loop {
+            let writing_now = writing.load(std::sync::atomic::Ordering::Relaxed);
+            let rows: Vec<(i64, String, i64)> = match c.query(
+                "SELECT global_position, stream_id, sequence FROM eventstore.poll($1, 40)",
+                &[&name],
+            ) {
+                Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect(),
+                Err(e) if c.is_closed() => {
+                    eprintln!("subscriber {id}: {e}; reconnecting");
+                    c = coordinator();
+                    expect_next = None;
+                    continue;
+                }
+                Err(e) => panic!("subscriber {id}: poll failed: {e}"),
+            };
+            if let Some(expected) = expect_next.take() {
+                let got: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                assert_eq!(got, expected, "subscriber {id}: the poll after a failed batch brings exactly its unacknowledged rows");
+                redelivered += 1;
+            }
+            if rows.is_empty() {
+                quiet = if writing_now { 0 } else { quiet + 1 };
+                if quiet >= 8 {
+                    eprintln!("subscriber {id}: {batches} batches, {redelivered} redelivered, {spanning} acked in the first of two nodes");
+                    return (batches, redelivered, spanning);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(40));
+                continue;
+            }
+            quiet = 0;
+            batches += 1;
+            if let Some(tx) = pause.take() {
+                // polled and not acknowledged: the test ends this session now
+                let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+                tx.send(pid).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                assert!(c.execute("SELECT eventstore.ack($1, $2)", &[&name, &rows.last().unwrap().0]).is_err());
+                c = coordinator();
+                continue;
+            }
+            // every fifth batch fails before its ack; of the other batches from two nodes the ack
+            // names one of the first node's rows (it moves one node's checkpoint and leaves the
+            // other's), and every fifth of the rest acks its middle row
+            let first_node = rows.iter().take_while(|r| r.0 >> 48 == rows[0].0 >> 48).count();
+            let upto = if batches % 5 == 0 {
+                expect_next = Some(rows.iter().map(|r| r.0).collect());
+                continue;
+            } else if first_node < rows.len() {
+                spanning += 1;
+                first_node.div_ceil(2)
+            } else if batches % 5 == 3 && rows.len() >= 2 {
+                rows.len() / 2
+            } else {
+                rows.len()
+            };
+            let mut log = acked.lock().unwrap();
+            c.execute("SELECT eventstore.ack($1, $2)", &[&name, &rows[upto - 1].0]).unwrap();
+            log.extend(rows[..upto].iter().cloned());
+            if upto < rows.len() {
+                expect_next = Some(rows[upto..].iter().map(|r| r.0).collect());
+            }
+        }
+    })
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_durable_subscription_across_nodes_delivers_every_event_and_acknowledges_each_once() {
+    let mut c = distributed();
+    // a stream type of its own, so that the subscription follows the writers live
+    let name = unique("durable");
+    let stream_type = unique("Durable");
+    c.execute("SELECT eventstore.create_subscription($1, stream_types => ARRAY[$2])", &[&name, &stream_type]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handles = writers_of(&stream_type, 4, stop.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // the first consumer takes the lease, polls one batch and loses its session before the ack;
+    // the second then takes over from the checkpoint
+    let first = subscriber(name.clone(), 0, writing.clone(), acked.clone(), Some(tx));
+    let pid = rx.recv().unwrap();
+    let second = subscriber(name.clone(), 1, writing.clone(), acked.clone(), None);
+    c.execute("SELECT pg_terminate_backend($1::integer)", &[&pid]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // from the worker with more shards to the other (the feed test moved one the other way)
+    let on_first: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid) JOIN pg_dist_node n USING (groupid)
+              WHERE s.logicalrelid = 'eventstore.events'::regclass AND n.nodeport = $1",
+            &[&(ports()[1] as i32)],
+        )
+        .unwrap()
+        .get(0);
+    if on_first >= 4 {
+        move_busy_shard(&mut c, ports()[1], ports()[2]);
+    } else {
+        move_busy_shard(&mut c, ports()[2], ports()[1]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (b0, r0, s0) = first.join().unwrap();
+    let (b1, r1, s1) = second.join().unwrap();
+    assert!(
+        b0 + b1 > 10 && r0 + r1 > 2,
+        "too little happened: {b0} + {b1} batches, {r0} + {r1} redeliveries, {s0} + {s1} acks within two nodes' batches"
+    );
+
+    let stored: std::collections::BTreeSet<(String, i64)> = c
+        .query("SELECT stream_id, sequence FROM eventstore.events WHERE stream_type = $1", &[&stream_type])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (s, seq, _) in &written {
+        assert!(stored.contains(&(s.clone(), *seq)), "acknowledged append {s}#{seq} is not stored");
+    }
+    let acked = acked.lock().unwrap();
+    let mut once = std::collections::BTreeSet::new();
+    let mut last_position: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut last_sequence: BTreeMap<String, i64> = BTreeMap::new();
+    for (position, s, seq) in acked.iter() {
+        assert!(once.insert((s.clone(), *seq)), "{s}#{seq} was acknowledged twice");
+        let lp = last_position.insert(position >> 48, *position).unwrap_or(0);
+        assert!(*position > lp, "node {} went from {lp} back to {position}", position >> 48);
+        let ls = last_sequence.insert(s.clone(), *seq).unwrap_or(0);
+        assert_eq!(*seq, ls + 1, "{s} went from {ls} to {seq}");
+    }
+    assert_eq!(once, stored, "the acknowledged events are not exactly the stored ones");
+    let lag: i64 = c
+        .query_one("SELECT lag_events FROM eventstore.subscriptions WHERE name = $1", &[&name])
+        .unwrap()
+        .get(0);
+    assert_eq!(lag, 0);
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_distributed_subscription_acknowledges_rows_of_its_batch_and_refuses_the_rest() {
+    let mut c = distributed();
+    let name = unique("batches");
+    let stream_type = unique("Batch");
+    assert_eq!(code_of(c.execute("SELECT eventstore.create_subscription($1, start_from => 7)", &[&name])), "0A000");
+    let mut w = node(ports()[1]);
+    assert_eq!(code_of(w.execute("SELECT eventstore.create_subscription($1)", &[&name])), "0A000");
+    c.execute("SELECT eventstore.create_subscription($1, stream_types => ARRAY[$2])", &[&name, &stream_type]).unwrap();
+    // three events on each worker
+    let (mut on1, mut on2) = (Vec::new(), Vec::new());
+    while on1.len() < 3 || on2.len() < 3 {
+        let s = unique("batch");
+        let g = group_of(&mut c, &s);
+        let list = if g == group_of(&mut c, "batch-a") { &mut on1 } else { &mut on2 };
+        if list.len() < 3 {
+            c.execute("SELECT eventstore.append_event($1, $2, 'E', '{}')", &[&s, &stream_type]).unwrap();
+            list.push(s);
+        }
+    }
+    let poll = |c: &mut Client, n: i32| -> Vec<i64> {
+        c.query("SELECT global_position FROM eventstore.poll($1, $2)", &[&name, &n]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let batch = poll(&mut c, 100);
+    assert_eq!(batch.len(), 6);
+    let (n1, n2) = (batch[0] >> 48, batch[5] >> 48);
+    assert!(n1 < n2 && batch[2] >> 48 == n1 && batch[3] >> 48 == n2, "node by node: {batch:?}");
+    // only the session that polled may acknowledge, and only what it was delivered
+    let mut other = coordinator();
+    assert_eq!(code_of(other.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[1]])), "55000");
+    assert_eq!(code_of(c.execute("SELECT eventstore.ack($1, $2)", &[&name, &(batch[5] + 1)])), "22023");
+    // an ack of the first node's second row moves that node only; more events arrive meanwhile,
+    // and the next polls bring exactly the rest of the batch, then the new ones
+    c.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[1]]).unwrap();
+    let checkpoint: serde_json::Value = c
+        .query_one("SELECT checkpoint_nodes FROM eventstore.subscriptions WHERE name = $1", &[&name])
+        .unwrap()
+        .get(0);
+    assert_eq!(checkpoint, json!({ n1.to_string(): batch[1] }));
+    for s in on1.iter().chain(&on2) {
+        c.execute("SELECT eventstore.append_event($1, $2, 'E', '{}')", &[s, &stream_type]).unwrap();
+    }
+    assert_eq!(poll(&mut c, 2), batch[2..4]);
+    assert_eq!(poll(&mut c, 100), batch[2..]);
+    // an ack of a second node's row covers the first node's rows before it
+    c.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[3]]).unwrap();
+    assert_eq!(poll(&mut c, 100), batch[4..]);
+    c.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[5]]).unwrap();
+    c.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[5]]).unwrap(); // a repeated ack changes nothing
+    assert_eq!(code_of(c.execute("SELECT eventstore.ack($1, $2)", &[&name, &batch[4]])), "22023"); // backwards
+    let next = poll(&mut c, 100);
+    assert_eq!(next.len(), 6);
+    assert!(next[0] > batch[2] && next[3] > batch[5], "the new events after the old: {next:?}");
+    let (lag, checkpoint): (i64, serde_json::Value) = {
+        let r = c.query_one("SELECT lag_events, checkpoint_nodes FROM eventstore.subscriptions WHERE name = $1", &[&name]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((lag, checkpoint), (6, json!({ n1.to_string(): batch[2], n2.to_string(): batch[5] })));
+    c.execute("SELECT eventstore.ack($1, $2)", &[&name, &next[5]]).unwrap();
+    assert_eq!(poll(&mut c, 100), Vec::<i64>::new());
+    c.execute("SELECT eventstore.delete_subscription($1)", &[&name]).unwrap();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn feed_filters_and_consumer_groups_split_the_streams_of_every_node() {
+    let mut c = distributed();
+    let (kept, other) = (unique("Kept"), unique("Other"));
+    let mut streams = Vec::new();
+    for i in 0..24 {
+        let s = unique("grouped");
+        let t = if i % 3 == 0 { &other } else { &kept };
+        c.execute("SELECT eventstore.append_events($1, $2, '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')", &[&s, t])
+            .unwrap();
+        if i % 3 != 0 {
+            streams.push(s);
+        }
+    }
+    let read = |c: &mut Client, member: Option<i32>, event_types: Option<Vec<&str>>| -> Vec<(i32, String, i64, String)> {
+        let mut after = json!({});
+        let mut got = Vec::new();
+        loop {
+            let rows = c
+                .query(
+                    "SELECT node, global_position, stream_id, sequence, event_type FROM eventstore.read_all_nodes($1, 5,
+                        stream_types => ARRAY[$2], event_types => $3, consumer_group_member => $4,
+                        consumer_group_size => CASE WHEN $4::integer IS NULL THEN NULL ELSE 3 END)",
+                    &[&after, &kept, &event_types, &member],
+                )
+                .unwrap();
+            if rows.is_empty() {
+                return got;
+            }
+            for r in rows {
+                after[r.get::<_, i32>(0).to_string()] = json!(r.get::<_, i64>(1));
+                got.push((r.get(0), r.get(2), r.get(3), r.get(4)));
+            }
+        }
+    };
+    let all = read(&mut c, None, None);
+    assert_eq!(all.len(), streams.len() * 2);
+    assert!(all.iter().any(|r| r.0 == 1) && all.iter().any(|r| r.0 == 2), "both workers hold some streams");
+    let mut split: Vec<_> = (0..3).flat_map(|m| read(&mut c, Some(m), None)).collect();
+    for m in 0..3 {
+        let mine: std::collections::BTreeSet<String> = read(&mut c, Some(m), None).into_iter().map(|r| r.1).collect();
+        for n in (m + 1)..3 {
+            let theirs: std::collections::BTreeSet<String> = read(&mut c, Some(n), None).into_iter().map(|r| r.1).collect();
+            assert!(mine.is_disjoint(&theirs), "members {m} and {n} share a stream");
+        }
+    }
+    let mut all_sorted = all.clone();
+    all_sorted.sort();
+    split.sort();
+    assert_eq!(split, all_sorted, "the members together read every event once");
+    let b_only = read(&mut c, None, Some(vec!["B"]));
+    assert_eq!(b_only.len(), streams.len());
+    assert!(b_only.iter().all(|r| r.2 == 2 && r.3 == "B"));
+    assert_eq!(
+        code_of(c.execute("SELECT count(*) FROM eventstore.read_all_nodes('{}', 10, consumer_group_member => 3, consumer_group_size => 3)", &[])),
+        "22023"
+    );
+    assert_eq!(code_of(c.execute("SELECT count(*) FROM eventstore.read_all_nodes('{}', 10, up_to => '[1]')", &[])), "22023");
+    assert_eq!(code_of(c.execute("SELECT count(*) FROM eventstore.read_all_nodes('{}', 10, up_to => '{\"x\": 1}')", &[])), "22023");
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_node_added_after_distribute_takes_appends_once_prepared() {
+    let mut c = distributed();
+    let port: i32 = 5514;
+    if c.query_opt("SELECT 1 FROM pg_dist_node WHERE nodeport = $1", &[&port]).unwrap().is_none() {
+        let status = std::process::Command::new("bash")
+            .args([concat!(env!("CARGO_MANIFEST_DIR"), "/../citus/cluster.sh"), "node", "w3", "5514"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not start a fourth node");
+        c.execute("SELECT citus_add_node('127.0.0.1', $1)", &[&port]).unwrap();
+        // what citus_rebalance_start would do first: copies of the reference tables there
+        c.execute("SELECT replicate_reference_tables()", &[]).unwrap();
+    }
+    let s = unique("grown");
+    c.execute("SELECT eventstore.append_events($1, 'Grown', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')", &[&s])
+        .unwrap();
+    let from: i32 = c
+        .query_one(
+            "SELECT n.nodeport FROM pg_dist_placement p JOIN pg_dist_node n USING (groupid)
+              WHERE p.shardid = get_shard_id_for_distribution_column('eventstore.streams', $1::text)",
+            &[&s],
+        )
+        .unwrap()
+        .get(0);
+    let shard: i64 = c
+        .query_one("SELECT get_shard_id_for_distribution_column('eventstore.streams', $1::text)", &[&s])
+        .unwrap()
+        .get(0);
+    let move_to = |c: &mut Client, from: i32, to: i32| {
+        c.execute(
+            "SELECT citus_move_shard_placement($1, '127.0.0.1', $2, '127.0.0.1', $3, shard_transfer_mode => 'block_writes')",
+            &[&shard, &from, &to],
+        )
+        .unwrap();
+    };
+    move_to(&mut c, from, port);
+    // the new node's copy of the store still has a fresh install's position range: appends wait
+    let append = |c: &mut Client| code_of(c.execute("SELECT eventstore.append_event($1, 'Grown', 'C', '{}')", &[&s]));
+    assert_eq!(append(&mut c), "55000");
+    c.execute("SELECT eventstore.prepare_nodes()", &[]).unwrap();
+    c.execute("SELECT eventstore.prepare_nodes()", &[]).unwrap(); // again: nothing changes
+    assert_eq!(append(&mut c), "ok");
+    let group: i64 = c.query_one("SELECT groupid::bigint FROM pg_dist_node WHERE nodeport = $1", &[&port]).unwrap().get(0);
+    let rows: Vec<(i32, i64, i64)> = c
+        .query(
+            "SELECT node, global_position, sequence FROM eventstore.read_all_nodes('{}', 1000000) WHERE stream_id = $1",
+            &[&s],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), vec![1, 2, 3], "{rows:?}");
+    assert_eq!((rows[2].0 as i64, rows[2].1 >> 48), (group, group), "the new node's own range: {rows:?}");
+    let mut w3 = node(port as u16);
+    assert_eq!(violations(&mut w3), Vec::<String>::new());
+    // the shard goes back; the node stays in the cluster (its range holds an event the feed reads
+    // through it)
+    move_to(&mut c, port, from);
+    assert_eq!(append(&mut c), "ok");
     check_every_node();
 }

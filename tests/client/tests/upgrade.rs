@@ -5,7 +5,7 @@
 use pg_eventstore_client_tests::*;
 
 /// Every released version before the current one.
-const RELEASED: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"];
+const RELEASED: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"];
 
 #[test]
 fn upgrade_from_every_release_equals_a_fresh_install_and_keeps_the_data() {
