@@ -37,6 +37,7 @@ fn create_subscription(args: Args) -> Datum {
     }
     let distributed = crate::distributed::distributed();
     if distributed {
+        require_node_columns();
         crate::distributed::require_coordinator("a subscription of a distributed store");
         if start != 0 {
             errors::raise_detail(
@@ -137,6 +138,9 @@ fn poll(args: Args) -> Datum {
     let (name, name_s) = args.required_text(0, "name");
     let max_count = check_max_count(args.required_i32(1, "max_count"));
     let distributed = crate::distributed::distributed();
+    if distributed {
+        require_node_columns();
+    }
     let spi = Spi::connect();
     let s = lock(&spi, name, &name_s);
     if s.held_by.is_some() {
@@ -265,6 +269,21 @@ static RENEW_LEASE: Stmt = Stmt {
     args: &[pg_sys::TEXTOID],
 };
 
+/// The library serves an older schema until ALTER EXTENSION ... UPDATE runs; subscriptions of a
+/// distributed store need 0.7.0's columns.
+fn require_node_columns() {
+    let has = crate::integrity::store_relid(c"subscription_state").is_some_and(|relid| unsafe {
+        pg_sys::get_attnum(relid, c"checkpoint_nodes".as_ptr()) != pg_sys::InvalidAttrNumber as i16
+    });
+    if !has {
+        errors::raise_detail(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "subscriptions of a distributed store need the schema of pg_eventstore 0.7.0".into(),
+            "Run ALTER EXTENSION pg_eventstore UPDATE on the coordinator.".into(),
+        );
+    }
+}
+
 fn poll_nodes(spi: &Spi, args: Args, name: Datum, s: &State, max_count: i32) {
     let r = spi.run(&LOCK_NODES, &[Some(name)], false);
     let (checkpoint, delivered, pending) = (r.datum(0, 1), r.datum(0, 2), r.bool(0, 3) == Some(true));
@@ -313,6 +332,7 @@ static ACK_NODES: Stmt = Stmt {
 };
 
 fn ack_nodes(spi: &Spi, name: Datum, name_s: &str, s: &State, position: i64) {
+    require_node_columns();
     if !s.mine {
         // the batch a position belongs to is known only to the session that polled it
         errors::raise_detail(

@@ -24,7 +24,10 @@ fn coordinator() -> Client {
     node(ports()[0])
 }
 
-/// Distributes the store once (the tests share one cluster, one at a time).
+/// Distributes the store once (the tests share one cluster, one at a time). The store holds data
+/// by then, as a store that outgrew one machine does: streams of type Pre, a command and the event
+/// it caused, a snapshot, and a subscription part-way through them
+/// (a_store_that_held_data_keeps_it_once_distributed checks them).
 fn distributed() -> Client {
     let mut c = coordinator();
     let done: bool = c
@@ -32,7 +35,20 @@ fn distributed() -> Client {
         .unwrap()
         .get(0);
     if !done {
-        c.batch_execute("SELECT eventstore.distribute(shard_count => 8)").unwrap();
+        c.batch_execute(
+            "SELECT eventstore.append_events('pre-' || i, 'Pre', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]')
+               FROM generate_series(1, 10) i;
+             SELECT eventstore.record_command('Close', '{}', command_id => 'c0000000-0000-4000-8000-000000000001',
+                                              caused_by_stream_id => 'pre-1', caused_by_sequence => 2);
+             SELECT eventstore.append_event('pre-1', 'Pre', 'C', '{}', command_id => 'c0000000-0000-4000-8000-000000000001');
+             SELECT eventstore.take_snapshot('pre-1', 3, '{\"closed\": true}');
+             SELECT eventstore.create_subscription('pre-distribution', stream_types => ARRAY['Pre'])",
+        )
+        .unwrap();
+        // (a statement of its own: the feed holds back what the same transaction wrote)
+        c.execute("SELECT eventstore.ack('pre-distribution', (SELECT max(global_position) FROM eventstore.poll('pre-distribution', 5)))", &[])
+            .unwrap();
+        c.execute("SELECT eventstore.distribute(shard_count => 8)", &[]).unwrap();
     }
     c
 }
@@ -995,5 +1011,48 @@ fn a_node_added_after_distribute_takes_appends_once_prepared() {
     // through it)
     move_to(&mut c, port, from);
     assert_eq!(append(&mut c), "ok");
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_store_that_held_data_keeps_it_once_distributed() {
+    let mut c = distributed();
+    let events: Vec<(String, i64, i64)> = c
+        .query("SELECT stream_id, sequence, global_position FROM eventstore.events WHERE stream_type = 'Pre' AND global_position < 1::bigint << 48", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(events.len(), 21, "the events written before distribute(), with the coordinator's positions");
+    assert_eq!(version(&mut c, "pre-1"), 3);
+    let snapshot: serde_json::Value = c.query_one("SELECT payload FROM eventstore.load_snapshot('pre-1')", &[]).unwrap().get(0);
+    assert_eq!(snapshot, json!({"closed": true}));
+    let chain: i64 = c.query_one("SELECT count(*) FROM eventstore.causation_chain('pre-1', 3)", &[]).unwrap().get(0);
+    assert!(chain >= 2, "the event, its command and the event that caused it");
+    // the streams go on where they were, on whichever node they went to
+    c.execute("SELECT eventstore.append_event('pre-2', 'Pre', 'D', '{}', expected_version => 2)", &[]).unwrap();
+    // the subscription made before goes on from its checkpoint: the 5 events it acknowledged are
+    // not delivered again, the other 16 and the new one are, in order per stream
+    let checkpoint: serde_json::Value = c
+        .query_one("SELECT checkpoint_nodes FROM eventstore.subscriptions WHERE name = 'pre-distribution'", &[])
+        .unwrap()
+        .get(0);
+    let acked = checkpoint["0"].as_i64().unwrap();
+    let mut got: Vec<(i64, String, i64)> = Vec::new();
+    loop {
+        let rows = c.query("SELECT global_position, stream_id, sequence FROM eventstore.poll('pre-distribution', 7)", &[]).unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            got.push((r.get(0), r.get(1), r.get(2)));
+        }
+        c.execute("SELECT eventstore.ack('pre-distribution', $1)", &[&got.last().unwrap().0]).unwrap();
+    }
+    let expected: std::collections::BTreeSet<(String, i64)> =
+        events.iter().filter(|e| e.2 > acked).map(|e| (e.0.clone(), e.1)).chain([("pre-2".to_string(), 3)]).collect();
+    assert_eq!(got.iter().map(|g| (g.1.clone(), g.2)).collect::<std::collections::BTreeSet<_>>(), expected);
+    assert_eq!(got.len(), expected.len());
     check_every_node();
 }
