@@ -8,7 +8,9 @@ at_exit() {
     trap 'for _c in "${_at_exit[@]}"; do eval "$_c"; done' EXIT
 }
 if [ "$PG_SOURCE" = debian ] && [ -z "${PG_EVENTSTORE_SAVED:-}" ]; then
-    PG_EVENTSTORE_SAVED=$(bash tests/install.sh --save $$)
+    # an absolute path: the script may have changed directory by the time it exits
+    _install_sh=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/install.sh
+    PG_EVENTSTORE_SAVED=$(bash "$_install_sh" --save $$)
     export PG_EVENTSTORE_SAVED
-    at_exit 'bash tests/install.sh --restore "$PG_EVENTSTORE_SAVED"'
+    at_exit 'bash "$_install_sh" --restore "$PG_EVENTSTORE_SAVED"'
 fi
