@@ -848,12 +848,18 @@ BEGIN
     -- each node's oldest running transaction, asked before any row is read. (Unlike read_all there is
     -- no "horizon above the next transaction id" rule for a dump of an older cluster: the next id is
     -- known only from before the read, and an event that committed since has a horizon above it.)
+    -- And the highest position the node has handed out: a node the reader is past has nothing new
+    -- for it now (what it hands out later is read by a later call), and its range, a query over
+    -- every shard, is not read.
     FOR n IN
         SELECT r.success, r.result, r.nodeid,
                CASE WHEN r.success THEN split_part(r.result, ' ', 1)::integer END AS g,
-               CASE WHEN r.success THEN split_part(r.result, ' ', 2)::xid8 END AS xmin
+               CASE WHEN r.success THEN split_part(r.result, ' ', 2)::xid8 END AS xmin,
+               CASE WHEN r.success THEN split_part(r.result, ' ', 3)::bigint END AS head
         FROM run_command_on_all_nodes(
-            'SELECT (SELECT groupid FROM pg_dist_local_group) || '' '' || pg_snapshot_xmin(pg_current_snapshot())') r
+            'SELECT (SELECT groupid FROM pg_dist_local_group) || '' '' || pg_snapshot_xmin(pg_current_snapshot())
+                    || '' '' || (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+                                 FROM eventstore.global_position_seq)') r
         ORDER BY 4
     LOOP
         IF NOT n.success THEN
@@ -862,6 +868,7 @@ BEGIN
         END IF;
         EXIT WHEN left_ <= 0;
         CONTINUE WHEN up_to IS NOT NULL AND NOT up_to ? n.g::text;
+        CONTINUE WHEN n.head <= COALESCE((done ->> n.g::text)::bigint, 0);
         got := 0;
         FOR r IN
             SELECT t.* FROM (
