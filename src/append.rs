@@ -496,7 +496,9 @@ fn insert_with_sql(spi: &Spi, t: &Target, events: &[NewEvent], first: i64, versi
 /// the sequence of its last event; if some are elsewhere or only part of the batch is there, 23505.
 fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
     let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).filter(|d| d.is_some()).collect();
-    let found = spi.run(integrity::for_schema(&FIND_IDS, &FIND_IDS_PRE_05), &[Some(array(&ids, pg_sys::UUIDOID))], false);
+    let found = crate::distributed::nested(|| {
+        spi.run(integrity::for_schema(&FIND_IDS, &FIND_IDS_PRE_05), &[Some(array(&ids, pg_sys::UUIDOID))], false)
+    });
     if found.len() == 0 {
         return None;
     }

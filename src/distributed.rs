@@ -141,3 +141,32 @@ pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
 fn shard_is_local(spi: &Spi, stream_id: pg_sys::Datum) -> bool {
     spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false)
 }
+
+/// Runs `f` with Citus's nested distributed execution allowed, for the event-id lookup over every
+/// node that an append makes from inside the call Citus delegated to the stream's node. Inside a
+/// client's transaction block Citus refuses such a query ("cannot execute a distributed query from
+/// a query on a shard"), as its connections to the other nodes do not see what the transaction
+/// wrote there; the lookup is a read that accepts this (README, "Running on Citus": an id the same
+/// transaction used on another node, like two appends racing with one new id, is not caught).
+pub(crate) fn nested<R>(f: impl FnOnce() -> R) -> R {
+    if !distributed() {
+        return f();
+    }
+    unsafe {
+        // a nest level, as a function's SET clause makes: undone below, or by the abort
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"citus.allow_nested_distributed_execution".as_ptr(),
+            c"on".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let r = f();
+        pg_sys::AtEOXact_GUC(true, level);
+        r
+    }
+}

@@ -1056,3 +1056,36 @@ fn a_store_that_held_data_keeps_it_once_distributed() {
     assert_eq!(got.len(), expected.len());
     check_every_node();
 }
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn event_ids_are_checked_across_nodes_inside_a_client_transaction() {
+    let mut c = distributed();
+    let a = unique("txid-a");
+    let b = loop {
+        let b = unique("txid-b");
+        if group_of(&mut c, &b) != group_of(&mut c, &a) {
+            break b;
+        }
+    };
+    let (id1, id2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // inside a transaction block, as the cqrs-es adapter and the typed client append: a new id, a
+    // retry of the same append (idempotent), and a second event
+    let mut tx = c.transaction().unwrap();
+    let first: i64 = tx.query_one("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &id1]).unwrap().get(0);
+    let again: i64 = tx.query_one("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &id1]).unwrap().get(0);
+    tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&b, &id2]).unwrap();
+    tx.commit().unwrap();
+    assert_eq!((first, again), (1, 1));
+    // an id of a stream on the other node, in a transaction: refused, and nothing is written
+    let mut tx = c.transaction().unwrap();
+    assert_eq!(code_of(tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&b, &id1])), "23505");
+    drop(tx);
+    // and one used before distribute() (pre-1's first event)
+    let old: uuid::Uuid = c.query_one("SELECT event_id FROM eventstore.load_stream('pre-1', 1, 1)", &[]).unwrap().get(0);
+    let mut tx = c.transaction().unwrap();
+    assert_eq!(code_of(tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &old])), "23505");
+    drop(tx);
+    assert_eq!((version(&mut c, &a), version(&mut c, &b)), (1, 1));
+    check_every_node();
+}
