@@ -103,6 +103,14 @@ JOIN (SELECT split_part(result, ' ', 1)::bigint AS g, split_part(result, ' ', 2)
       WHERE success) q ON q.g = m.g
 WHERE q.next <= m.hi
 UNION ALL
+-- event ids are unique per stream by constraint; across streams (on other nodes) appends look them
+-- up, which two appends racing with one new id can both pass (README, "Running on Citus")
+SELECT 'event_id_reused', min(i.stream_id), NULL,
+       format('event id %s is in %s streams: %s', i.event_id, count(*), string_agg(i.stream_id, ', ' ORDER BY i.stream_id))
+FROM (SELECT event_id, stream_id FROM eventstore.events
+      UNION ALL SELECT event_id, stream_id FROM eventstore.archived_events) i
+GROUP BY i.event_id HAVING count(*) > 1
+UNION ALL
 SELECT 'node', NULL, NULL, format('node %s could not be checked: %s', r.nodeid, r.result)
 FROM pg_catalog.run_command_on_all_nodes('SELECT 1 FROM eventstore.global_position_seq') r WHERE NOT r.success
 ORDER BY 1, 2, 3
