@@ -670,7 +670,11 @@ CREATE FUNCTION eventstore.distribute(shard_count integer DEFAULT 32) RETURNS vo
     AS $distribute$
 DECLARE
     f text;
-    t text;
+    g text[];
+    guards CONSTANT text[] := ARRAY[
+        ['streams', 'streams_guard'], ['events', 'events_guard'], ['snapshots', 'snapshots_guard'],
+        ['commands', 'commands_guard'], ['streams', 'streams_no_truncate'], ['events', 'events_no_truncate'],
+        ['archived_events', 'archived_events_no_truncate'], ['commands', 'commands_no_truncate']];
 BEGIN
     IF shard_count IS NULL OR shard_count < 1 OR shard_count > 64000 THEN
         RAISE EXCEPTION 'shard_count must be between 1 and 64000, not %', shard_count
@@ -704,35 +708,25 @@ BEGIN
     -- same shard group
     SET LOCAL citus.enable_unsafe_triggers TO on;
     -- A store that holds data: Citus copies its rows into the new shards, whose triggers would
-    -- take each copied row for a new write (and refuse a stream that is not at version 0). The
-    -- rows are the store's own, checked when they were written: the shards are made with the
-    -- store's write triggers disabled, and they are enabled again once the rows are in.
+    -- take each copied row for a new write (and refuse a stream that is not at version 0), and
+    -- the coordinator's copies (the shells now) then give up the rows they held, past the store's
+    -- refusal of TRUNCATE. The rows are the store's own, checked when they were written: these
+    -- triggers are off while the rows move, and on again once they are in.
     SET LOCAL client_min_messages TO warning;   -- Citus's notices about the copy
-    ALTER TABLE eventstore.streams DISABLE TRIGGER streams_guard;
-    ALTER TABLE eventstore.events DISABLE TRIGGER events_guard;
-    ALTER TABLE eventstore.snapshots DISABLE TRIGGER snapshots_guard;
-    ALTER TABLE eventstore.commands DISABLE TRIGGER commands_guard;
+    FOREACH g SLICE 1 IN ARRAY guards LOOP
+        EXECUTE format('ALTER TABLE eventstore.%I DISABLE TRIGGER %I', g[1], g[2]);
+    END LOOP;
     PERFORM create_reference_table('eventstore.stream_types');
     PERFORM create_distributed_table('eventstore.streams', 'stream_id', shard_count := shard_count);
     PERFORM create_distributed_table('eventstore.events', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_distributed_table('eventstore.snapshots', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_distributed_table('eventstore.archived_events', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_reference_table('eventstore.commands');
-    ALTER TABLE eventstore.streams ENABLE TRIGGER streams_guard;
-    ALTER TABLE eventstore.events ENABLE TRIGGER events_guard;
-    ALTER TABLE eventstore.snapshots ENABLE TRIGGER snapshots_guard;
-    ALTER TABLE eventstore.commands ENABLE TRIGGER commands_guard;
-    -- and the coordinator's own copies (the shells now) give up the rows they held, past the
-    -- store's refusal of TRUNCATE
     FOREACH f IN ARRAY ARRAY['events', 'snapshots', 'archived_events', 'streams', 'commands', 'stream_types'] LOOP
-        t := CASE WHEN f IN ('events', 'archived_events', 'streams', 'commands') THEN f || '_no_truncate' END;
-        IF t IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE eventstore.%I DISABLE TRIGGER %I', f, t);
-        END IF;
         PERFORM truncate_local_data_after_distributing_table(('eventstore.' || f)::regclass);
-        IF t IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE eventstore.%I ENABLE TRIGGER %I', f, t);
-        END IF;
+    END LOOP;
+    FOREACH g SLICE 1 IN ARRAY guards LOOP
+        EXECUTE format('ALTER TABLE eventstore.%I ENABLE TRIGGER %I', g[1], g[2]);
     END LOOP;
     ALTER TABLE eventstore.events ADD CONSTRAINT events_command_id_fkey
         FOREIGN KEY (command_id) REFERENCES eventstore.commands (command_id);

@@ -2,7 +2,7 @@
 //! Rust side needs to know about it. The distribution itself is SQL (sql/schema.sql).
 
 use crate::errors::{self, Code};
-use crate::spi::{Spi, Stmt};
+use crate::spi::{end_nest_level, set_in_nest_level, Spi, Stmt};
 use pgrx::pg_sys;
 use std::cell::Cell;
 
@@ -104,8 +104,7 @@ static SHARD_IS_LOCAL: Stmt = Stmt {
 pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
     let spi = Spi::connect();
     spi.run(&LOCK_SHARD, &[Some(stream_id)], false);
-    let r = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false);
-    let (local, prepared) = (r.bool(0, 1).unwrap_or(false), r.bool(0, 2).unwrap_or(false));
+    let (local, prepared) = placement(&spi, stream_id);
     spi.finish();
     if local && !prepared {
         errors::raise_detail(
@@ -132,14 +131,16 @@ pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
 /// Whether the shard that holds this stream has its placement on this node.
 pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
     let spi = Spi::connect();
-    let local = shard_is_local(&spi, stream_id);
+    let local = placement(&spi, stream_id).0;
     spi.finish();
     local
 }
 
-/// The same in an open connection.
-fn shard_is_local(spi: &Spi, stream_id: pg_sys::Datum) -> bool {
-    spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false).bool(0, 1).unwrap_or(false)
+/// Whether the stream's shard is here, and whether this node is prepared (SHARD_IS_LOCAL); read
+/// in a fresh snapshot, so that a shard move that has just switched over is seen.
+fn placement(spi: &Spi, stream_id: pg_sys::Datum) -> (bool, bool) {
+    let r = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false);
+    (r.bool(0, 1).unwrap_or(false), r.bool(0, 2).unwrap_or(false))
 }
 
 /// Runs `f` with Citus's nested distributed execution allowed, for the event-id lookup over every
@@ -152,21 +153,8 @@ pub(crate) fn nested<R>(f: impl FnOnce() -> R) -> R {
     if !distributed() {
         return f();
     }
-    unsafe {
-        // a nest level, as a function's SET clause makes: undone below, or by the abort
-        let level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"citus.allow_nested_distributed_execution".as_ptr(),
-            c"on".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        let r = f();
-        pg_sys::AtEOXact_GUC(true, level);
-        r
-    }
+    let level = set_in_nest_level(c"citus.allow_nested_distributed_execution", c"on");
+    let r = f();
+    end_nest_level(level);
+    r
 }

@@ -62,6 +62,29 @@ pub fn custom_plan_count() -> (i64, usize) {
     })
 }
 
+/// Sets a setting as a function's SET clause does: in a new GUC nest level, which
+/// `end_nest_level` undoes, or the (sub)transaction's abort does.
+pub(crate) fn set_in_nest_level(name: &CStr, value: &CStr) -> i32 {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    }
+}
+
+pub(crate) fn end_nest_level(level: i32) {
+    unsafe { pg_sys::AtEOXact_GUC(true, level) }
+}
+
 /// An open SPI connection; `finish` must be called on the success path (on ERROR, Postgres'
 /// transaction abort cleans up the SPI stack and the search_path setting).
 ///
@@ -86,32 +109,17 @@ impl Spi {
             let guc_level = if !current.is_null() && CStr::from_ptr(current) == SAFE_PATH {
                 None
             } else {
-                // As a function's SET clause does: a GUC nest level, undone by finish or by the
-                // (sub)transaction's abort.
-                let level = pg_sys::NewGUCNestLevel();
-                pg_sys::set_config_option(
-                    c"search_path".as_ptr(),
-                    SAFE_PATH.as_ptr(),
-                    pg_sys::GucContext::PGC_USERSET,
-                    pg_sys::GucSource::PGC_S_SESSION,
-                    pg_sys::GucAction::GUC_ACTION_SAVE,
-                    true,
-                    0,
-                    false,
-                );
-                Some(level)
+                Some(set_in_nest_level(c"search_path", SAFE_PATH))
             };
             Spi { guc_level }
         }
     }
 
     pub fn finish(self) {
-        unsafe {
-            if let Some(level) = self.guc_level {
-                pg_sys::AtEOXact_GUC(true, level);
-            }
-            pg_sys::SPI_finish();
+        if let Some(level) = self.guc_level {
+            end_nest_level(level);
         }
+        unsafe { pg_sys::SPI_finish() };
     }
 
     /// Runs a statement with the given parameters (None = NULL) and returns the rows it produced.
