@@ -2,7 +2,9 @@
 -- distributed store. A subscription's checkpoint there is one position per node; read_all_nodes
 -- can stop at given positions per node (up_to), which a subscription's poll uses to deliver an
 -- unacknowledged batch again; prepare_nodes() readies nodes that joined after distribute(), and
--- distribute() now works on a store that holds data.
+-- distribute() now works on a store that holds data. The lifecycle functions work on a distributed
+-- store, through a grant table (lifecycle_grants) that prepare_nodes() distributes on a store
+-- distributed with 0.6.0.
 -- Nothing changes for a store that is not distributed.
 \echo Use "ALTER EXTENSION pg_eventstore UPDATE TO '0.7.0'" to load this file. \quit
 
@@ -10,6 +12,17 @@ ALTER TABLE eventstore.subscription_state
     ADD COLUMN checkpoint_nodes jsonb CHECK (jsonb_typeof(checkpoint_nodes) = 'object'),
     ADD COLUMN delivered_nodes  jsonb CHECK (jsonb_typeof(delivered_nodes) = 'object'),
     ADD CONSTRAINT subscription_nodes_both_or_neither CHECK ((checkpoint_nodes IS NULL) = (delivered_nodes IS NULL));
+
+-- On a distributed store, the lifecycle functions' grant to the nodes that hold the rows they
+-- change (src/distributed.rs, grant_lifecycle): a row written in the function's transaction and
+-- removed before it ends, never committed. Only the store's owner writes it. A store distributed
+-- with 0.6.0 makes it a reference table in prepare_nodes().
+CREATE TABLE eventstore.lifecycle_grants (
+    stream_id text COLLATE "C"   -- NULL: rows of any stream
+);
+REVOKE ALL ON eventstore.lifecycle_grants FROM PUBLIC;
+-- (a replica identity for Citus, which moves reference tables with logical replication)
+ALTER TABLE eventstore.lifecycle_grants REPLICA IDENTITY FULL;
 
 -- a store distributed with 0.6.0: its subscriptions (made before distribute(), which 0.6.0 allowed
 -- only then) go on from their checkpoint, a position of the coordinator's range
@@ -248,6 +261,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Each worker needs pg_eventstore installed, at the same version as the coordinator.';
     END IF;
+    -- a store distributed before 0.7.0: the lifecycle functions' grant table joins it
+    IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass)
+       AND NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.lifecycle_grants'::regclass) THEN
+        PERFORM create_reference_table('eventstore.lifecycle_grants');
+    END IF;
 END
 $prepare_nodes$;
 REVOKE ALL ON FUNCTION eventstore.prepare_nodes FROM PUBLIC;
@@ -309,6 +327,7 @@ BEGIN
     PERFORM create_distributed_table('eventstore.snapshots', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_distributed_table('eventstore.archived_events', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_reference_table('eventstore.commands');
+    PERFORM create_reference_table('eventstore.lifecycle_grants');
     FOREACH f IN ARRAY ARRAY['events', 'snapshots', 'archived_events', 'streams', 'commands', 'stream_types'] LOOP
         PERFORM truncate_local_data_after_distributing_table(('eventstore.' || f)::regclass);
     END LOOP;

@@ -134,6 +134,16 @@ CREATE TABLE eventstore.audit_log (
     done_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- On a distributed store, the lifecycle functions' grant to the nodes that hold the rows they
+-- change (src/distributed.rs, grant_lifecycle): a row written in the function's transaction and
+-- removed before it ends, never committed. Only the store's owner writes it.
+CREATE TABLE eventstore.lifecycle_grants (
+    stream_id text COLLATE "C"   -- NULL: rows of any stream
+);
+REVOKE ALL ON eventstore.lifecycle_grants FROM PUBLIC;
+-- (a replica identity for Citus, which moves reference tables with logical replication)
+ALTER TABLE eventstore.lifecycle_grants REPLICA IDENTITY FULL;
+
 -- ---------------------------------------------------------------------------------------------
 -- Triggers: the rules hold for every writer, including plain INSERT/UPDATE/DELETE on the tables.
 -- The trigger functions have no SET search_path clause on purpose: it would save and restore every
@@ -662,6 +672,11 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Each worker needs pg_eventstore installed, at the same version as the coordinator.';
     END IF;
+    -- a store distributed before 0.7.0: the lifecycle functions' grant table joins it
+    IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass)
+       AND NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.lifecycle_grants'::regclass) THEN
+        PERFORM create_reference_table('eventstore.lifecycle_grants');
+    END IF;
 END
 $prepare_nodes$;
 
@@ -722,6 +737,7 @@ BEGIN
     PERFORM create_distributed_table('eventstore.snapshots', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_distributed_table('eventstore.archived_events', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_reference_table('eventstore.commands');
+    PERFORM create_reference_table('eventstore.lifecycle_grants');
     FOREACH f IN ARRAY ARRAY['events', 'snapshots', 'archived_events', 'streams', 'commands', 'stream_types'] LOOP
         PERFORM truncate_local_data_after_distributing_table(('eventstore.' || f)::regclass);
     END LOOP;

@@ -158,3 +158,62 @@ pub(crate) fn nested<R>(f: impl FnOnce() -> R) -> R {
     end_nest_level(level);
     r
 }
+
+/// The lifecycle functions (lifecycle.rs) run on the coordinator and change rows on the nodes that
+/// hold them, where the append-only triggers fire in backends of Citus's own, which know nothing
+/// of the function's grant (integrity::maintain). The grant travels as a row of the reference
+/// table lifecycle_grants, written to every node in the function's transaction and removed
+/// before it ends: a trigger there lets a change through when its own transaction wrote such a
+/// row for the stream. Only the store's owner can write that table, and no such row ever commits.
+static GRANT_LIFECYCLE: Stmt =
+    Stmt { sql: "INSERT INTO eventstore.lifecycle_grants (stream_id) VALUES ($1)", args: &[pg_sys::TEXTOID] };
+static LIFECYCLE_READY: Stmt = Stmt {
+    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition \
+          WHERE logicalrelid = 'eventstore.lifecycle_grants'::pg_catalog.regclass)",
+    args: &[],
+};
+static REVOKE_LIFECYCLE: Stmt = Stmt { sql: "DELETE FROM eventstore.lifecycle_grants", args: &[] };
+static LIFECYCLE_GRANTED: Stmt = Stmt {
+    sql: "SELECT EXISTS (SELECT FROM eventstore.lifecycle_grants g \
+                         WHERE (g.stream_id IS NULL OR g.stream_id = $1) \
+                           AND g.xmin = pg_catalog.xid(pg_catalog.pg_current_xact_id()))",
+    args: &[pg_sys::TEXTOID],
+};
+
+/// Called by a lifecycle function on a distributed store before it changes rows of `stream_id`
+/// (None: of any stream). The changes are made through the coordinator, as Citus routes them,
+/// one connection per node, so that each node's changes run in the backend that holds the grant.
+pub(crate) fn grant_lifecycle(what: &str, stream_id: Option<pg_sys::Datum>) -> i32 {
+    require_coordinator(what);
+    let level = set_in_nest_level(c"citus.multi_shard_modify_mode", c"sequential");
+    let spi = Spi::connect();
+    if !spi.run(&LIFECYCLE_READY, &[], false).bool(0, 1).unwrap_or(false) {
+        errors::raise_detail(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{what} needs the store's nodes prepared for it"),
+            "The store was distributed before 0.7.0: run SELECT eventstore.prepare_nodes() on the coordinator.".into(),
+        );
+    }
+    spi.run(&GRANT_LIFECYCLE, &[stream_id], false);
+    spi.finish();
+    level
+}
+
+pub(crate) fn revoke_lifecycle(level: i32) {
+    let spi = Spi::connect();
+    spi.run(&REVOKE_LIFECYCLE, &[], false);
+    spi.finish();
+    end_nest_level(level);
+}
+
+/// Whether this node's part of the transaction holds a lifecycle grant for the stream; asked by
+/// the triggers only where they would otherwise refuse.
+pub(crate) fn lifecycle_granted(stream_id: Option<pg_sys::Datum>) -> bool {
+    if !distributed() {
+        return false;
+    }
+    let spi = Spi::connect();
+    let granted = spi.run(&LIFECYCLE_GRANTED, &[stream_id], false).bool(0, 1).unwrap_or(false);
+    spi.finish();
+    granted
+}

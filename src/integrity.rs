@@ -171,13 +171,23 @@ fn op_name(op: u32) -> &'static str {
 
 thread_local! {
     /// While a lifecycle function (lifecycle.rs) runs its statements: the stream whose rows they
-    /// may update or delete (None: any row), past the append-only triggers.
-    static MAINTENANCE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+    /// may update or delete (None: any row), past the append-only triggers, and on a distributed
+    /// store the GUC nest level of its grant to the other nodes.
+    static MAINTENANCE: RefCell<Option<(Option<String>, Option<i32>)>> = const { RefCell::new(None) };
 }
 
 /// Held by a lifecycle function while it changes rows of `stream_id` (None: rows of any stream);
-/// dropping it (also while an ERROR unwinds) revokes it.
+/// dropping it (also while an ERROR unwinds) revokes it. On a distributed store `end` must be
+/// called on the success path: it takes back the grant the other nodes hold.
 pub struct Maintaining(());
+
+impl Maintaining {
+    pub fn end(self) {
+        if let Some((_, Some(level))) = MAINTENANCE.with(|m| m.borrow().clone()) {
+            crate::distributed::revoke_lifecycle(level);
+        }
+    }
+}
 
 impl Drop for Maintaining {
     fn drop(&mut self) {
@@ -185,17 +195,21 @@ impl Drop for Maintaining {
     }
 }
 
-pub fn maintain(stream_id: Option<&str>) -> Maintaining {
-    MAINTENANCE.with(|m| *m.borrow_mut() = Some(stream_id.map(str::to_string)));
+/// `what`: the lifecycle function, for the error a distributed store gives on a worker.
+pub fn maintain(what: &str, stream: Option<Datum>) -> Maintaining {
+    let stream_id = stream.map(|d| unsafe { String::from_datum(d, false) }.unwrap_or_default());
+    let level = crate::distributed::distributed().then(|| crate::distributed::grant_lifecycle(what, stream));
+    MAINTENANCE.with(|m| *m.borrow_mut() = Some((stream_id, level)));
     Maintaining(())
 }
 
 fn maintenance_allows(row: Option<&Row>) -> bool {
-    MAINTENANCE.with(|m| match m.borrow().as_ref() {
+    let here = MAINTENANCE.with(|m| match m.borrow().as_ref() {
         None => false,
-        Some(None) => true,
-        Some(Some(stream)) => row.is_some_and(|r| r.text("stream_id").as_deref() == Some(stream.as_str())),
-    })
+        Some((None, _)) => true,
+        Some((Some(stream), _)) => row.is_some_and(|r| r.text("stream_id").as_deref() == Some(stream.as_str())),
+    });
+    here || crate::distributed::lifecycle_granted(row.and_then(|r| r.get("stream_id")))
 }
 
 sql_function!(es_append_only, pg_finfo_es_append_only, append_only);
@@ -255,6 +269,10 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
         errors::raise(Code::ERRCODE_NOT_NULL_VIOLATION, "events.sequence must not be NULL".into())
     });
     if event_granted(&stream_id, sequence) {
+        return Datum::from(new.tuple);
+    }
+    // restore_stream on a distributed store: the rows come back with the positions they had
+    if new.get("global_position").is_some() && crate::distributed::lifecycle_granted(new.get("stream_id")) {
         return Datum::from(new.tuple);
     }
     for derived in ["global_position", "horizon_xid"] {

@@ -137,7 +137,6 @@ sql_function!(es_delete_stream, pg_finfo_es_delete_stream, delete_stream);
 /// snapshots are removed and a tombstone keeps its id taken (`allow_reuse`: no tombstone). Returns
 /// how many events were hidden or removed.
 fn delete_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.delete_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let expected = args.opt_i64(1);
     let hard = args.required_bool(2, "hard");
@@ -149,7 +148,7 @@ fn delete_stream(args: Args) -> Datum {
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
     s.check_expected(&stream_id, expected);
-    let _m = integrity::maintain(Some(&stream_id));
+    let m = integrity::maintain("eventstore.delete_stream", Some(stream));
     let everything = Some(Datum::from(i64::MAX));
     let n = if !hard {
         match s.state.as_str() {
@@ -176,6 +175,7 @@ fn delete_stream(args: Args) -> Datum {
         audit(&spi, "delete_stream", Entry { stream: Some(stream), span, rows: n, reason: why, ..Default::default() });
         n
     };
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -199,7 +199,7 @@ fn truncate(spi: &Spi, stream: Datum, stream_id: &str, before: i64, why: Datum, 
     if before <= s.truncate_before {
         return 0;
     }
-    let _m = integrity::maintain(Some(stream_id));
+    let m = integrity::maintain(&format!("eventstore.{action}"), Some(stream));
     spi.run(&DELETE_EVENTS, &[Some(stream), Some(Datum::from(before))], false);
     let n = processed();
     // a snapshot at before - 1 folds exactly what was removed: it stays, for loading from `before`
@@ -207,13 +207,13 @@ fn truncate(spi: &Spi, stream: Datum, stream_id: &str, before: i64, why: Datum, 
     spi.run(&SET_TRUNCATE, &[Some(stream), Some(Datum::from(before))], false);
     let span = Some((s.truncate_before.max(1), before - 1));
     audit(spi, action, Entry { stream: Some(stream), span, rows: n, reason: Some(why), ..Default::default() });
+    m.end();
     n
 }
 
 sql_function!(es_truncate_stream, pg_finfo_es_truncate_stream, truncate_stream);
 
 fn truncate_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.truncate_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let before = args.required_i64(1, "before_sequence");
     let why = reason(args, 2);
@@ -238,7 +238,6 @@ sql_function!(es_set_retention, pg_finfo_es_set_retention, set_retention);
 /// the newest `max_count`, or (`keep_after_snapshot`) folded into the newest snapshot go. NULLs and
 /// false: keep everything.
 fn set_retention(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.set_retention");
     let (stream_type, _) = args.required_text(0, "stream_type");
     let max_age = args.opt_datum(1);
     let max_count = args.opt_i64(2);
@@ -262,19 +261,25 @@ fn set_retention(args: Args) -> Datum {
 }
 
 // The cut is the first sequence to keep: past the newest max_count, past the newest event older
-// than max_age, past the newest snapshot (Postgres' GREATEST ignores NULLs).
+// than max_age, past the newest snapshot (Postgres' GREATEST ignores NULLs). Joins on stream_id
+// rather than subqueries per stream, which Citus would not distribute.
 static RETENTION_DUE: Stmt = Stmt {
-    sql: "SELECT s.stream_id, s.stream_type, c.cut FROM eventstore.streams s \
-          JOIN eventstore.stream_types t ON t.stream_type = s.stream_type \
-          CROSS JOIN LATERAL (SELECT GREATEST( \
-              s.version - t.max_count + 1, \
-              (SELECT max(e.sequence) + 1 FROM eventstore.events e \
-                WHERE t.max_age IS NOT NULL AND e.stream_id = s.stream_id AND e.created_at < now() - t.max_age), \
-              (SELECT max(n.sequence) + 1 FROM eventstore.snapshots n \
-                WHERE t.keep_after_snapshot AND n.stream_id = s.stream_id)) AS cut) c \
-          WHERE s.state = 'live' AND (t.max_age IS NOT NULL OR t.max_count IS NOT NULL OR t.keep_after_snapshot) \
-            AND c.cut > GREATEST(s.truncate_before, 1) \
-          ORDER BY s.stream_id",
+    sql: "SELECT d.stream_id, d.stream_type, d.cut FROM ( \
+            SELECT s.stream_id, s.stream_type, s.truncate_before, \
+                   GREATEST(s.version - t.max_count + 1, a.cut, n.cut) AS cut \
+            FROM eventstore.streams s \
+            JOIN eventstore.stream_types t ON t.stream_type = s.stream_type \
+            LEFT JOIN (SELECT e.stream_id, max(e.sequence) + 1 AS cut FROM eventstore.events e \
+                         JOIN eventstore.stream_types et ON et.stream_type = e.stream_type \
+                        WHERE et.max_age IS NOT NULL AND e.created_at < now() - et.max_age \
+                        GROUP BY e.stream_id) a ON a.stream_id = s.stream_id \
+            LEFT JOIN (SELECT sn.stream_id, max(sn.sequence) + 1 AS cut FROM eventstore.snapshots sn \
+                         JOIN eventstore.streams ss ON ss.stream_id = sn.stream_id \
+                         JOIN eventstore.stream_types st ON st.stream_type = ss.stream_type \
+                        WHERE st.keep_after_snapshot GROUP BY sn.stream_id) n ON n.stream_id = s.stream_id \
+            WHERE s.state = 'live' AND (t.max_age IS NOT NULL OR t.max_count IS NOT NULL OR t.keep_after_snapshot)) d \
+          WHERE d.cut > GREATEST(d.truncate_before, 1) \
+          ORDER BY d.stream_id",
     args: &[],
 };
 
@@ -283,7 +288,6 @@ sql_function!(es_apply_retention, pg_finfo_es_apply_retention, apply_retention);
 /// Enforces every stream type's retention now; one row per stream truncated. Call it from any
 /// scheduler (pg_cron, cron with psql).
 fn apply_retention(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.apply_retention");
     let spi = Spi::connect();
     let due = spi.run(&RETENTION_DUE, &[], false);
     let work: Vec<(String, String, i64)> =
@@ -325,14 +329,13 @@ sql_function!(es_archive_stream, pg_finfo_es_archive_stream, archive_stream);
 /// and ids with them); its snapshots go. Appends, the feed and the indexes no longer carry them;
 /// load_archived_stream reads them, restore_stream brings them back.
 fn archive_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.archive_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let expected = args.opt_i64(1);
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
     s.check_expected(&stream_id, expected);
     s.require(&stream_id, "live");
-    let _m = integrity::maintain(Some(&stream_id));
+    let m = integrity::maintain("eventstore.archive_stream", Some(stream));
     spi.run(&ARCHIVE, &[Some(stream)], false);
     let n = processed();
     spi.run(&DELETE_EVENTS, &[Some(stream), Some(Datum::from(i64::MAX))], false);
@@ -340,6 +343,7 @@ fn archive_stream(args: Args) -> Datum {
     spi.run(&SET_STATE, &[Some(stream), "archived".into_datum(), Some(Datum::from(s.truncate_before))], false);
     let span = (n > 0).then_some((s.truncate_before.max(1), s.version));
     audit(&spi, "archive_stream", Entry { stream: Some(stream), span, rows: n, ..Default::default() });
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -363,7 +367,6 @@ sql_function!(es_restore_stream, pg_finfo_es_restore_stream, restore_stream);
 /// Brings an archived stream's events back into the store with their positions and ids (a reader
 /// past those positions does not see them again: a restore is not a re-publication).
 fn restore_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.restore_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
@@ -372,7 +375,7 @@ fn restore_stream(args: Args) -> Datum {
     }
     let span = spi.run(&ARCHIVED_SPAN, &[Some(stream)], false);
     let (first, last) = (span.i64(0, 1), span.i64(0, 2));
-    let _m = integrity::maintain(Some(&stream_id));
+    let m = integrity::maintain("eventstore.restore_stream", Some(stream));
     let n = match (first, last) {
         (Some(first), Some(last)) => {
             // the events trigger lets exactly these rows through with the positions they had
@@ -385,6 +388,7 @@ fn restore_stream(args: Args) -> Datum {
     spi.run(&DELETE_ARCHIVED, &[Some(stream)], false);
     spi.run(&SET_STATE, &[Some(stream), "live".into_datum(), Some(Datum::from(s.truncate_before))], false);
     audit(&spi, "restore_stream", Entry { stream: Some(stream), span: first.zip(last), rows: n, ..Default::default() });
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -398,7 +402,6 @@ static LOAD_ARCHIVED: Stmt = Stmt {
 sql_function!(es_load_archived_stream, pg_finfo_es_load_archived_stream, load_archived_stream);
 
 fn load_archived_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.load_archived_stream");
     let (stream, _) = args.required_text(0, "stream_id");
     let from = args.required_i64(1, "from_sequence");
     if from < 0 {
@@ -433,12 +436,11 @@ sql_function!(es_erase_stream, pg_finfo_es_erase_stream, erase_stream);
 /// their positions, types and sequences, so projections and the feed stay consistent. Returns how
 /// many events were changed.
 fn erase_stream(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.erase_stream");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let why = reason(args, 1);
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
-    let _m = integrity::maintain(Some(&stream_id));
+    let m = integrity::maintain("eventstore.erase_stream", Some(stream));
     spi.run(&ERASE_EVENTS, &[Some(stream)], false);
     let mut n = processed();
     spi.run(&ERASE_ARCHIVED, &[Some(stream)], false);
@@ -448,6 +450,7 @@ fn erase_stream(args: Args) -> Datum {
     let commands = processed();
     let span = (s.version > 0).then_some((1, s.version));
     audit(&spi, "erase_stream", Entry { stream: Some(stream), span, rows: n + commands, reason: Some(why), ..Default::default() });
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -500,7 +503,6 @@ sql_function!(es_redact_events, pg_finfo_es_redact_events, redact_events);
 /// exist, in payload and metadata; the stream's snapshots go (they may hold the values). Returns
 /// how many events were changed.
 fn redact_events(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.redact_events");
     let (stream, stream_id) = args.required_text(0, "stream_id");
     let sequences = args.opt_datum(1);
     let paths_arg = args.opt_datum(2).unwrap_or_else(|| errors::null_arg("paths"));
@@ -516,7 +518,7 @@ fn redact_events(args: Args) -> Datum {
     }
     let spi = Spi::connect();
     let s = lock(&spi, stream, &stream_id);
-    let _m = integrity::maintain(Some(&stream_id));
+    let m = integrity::maintain("eventstore.redact_events", Some(stream));
     let params = [Some(stream), sequences, Some(payload_paths), Some(metadata_paths)];
     spi.run(&REDACT_EVENTS, &params, false);
     let mut n = processed();
@@ -529,6 +531,7 @@ fn redact_events(args: Args) -> Datum {
         "redact_events",
         Entry { stream: Some(stream), span, sequences, paths: Some(paths_arg), rows: n, reason: Some(why), ..Default::default() },
     );
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -547,7 +550,6 @@ sql_function!(es_redact_command, pg_finfo_es_redact_command, redact_command);
 
 /// Sets JSON paths of a command's payload (`payload.x.y`) to null; returns 1 if it changed.
 fn redact_command(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.redact_command");
     let command = args.opt_datum(0).unwrap_or_else(|| errors::null_arg("command_id"));
     let paths_arg = args.opt_datum(1).unwrap_or_else(|| errors::null_arg("paths"));
     let why = reason(args, 2);
@@ -557,10 +559,11 @@ fn redact_command(args: Args) -> Datum {
         let id = unsafe { pgrx::Uuid::from_datum(command, false) }.unwrap();
         errors::raise(Code::ERRCODE_UNDEFINED_OBJECT, format!("command {id} does not exist"));
     }
-    let _m = integrity::maintain(None);
+    let m = integrity::maintain("eventstore.redact_command", None);
     spi.run(&REDACT_COMMAND, &[Some(command), Some(text_array(&paths))], false);
     let n = processed();
     audit(&spi, "redact_command", Entry { command: Some(command), paths: Some(paths_arg), rows: n, reason: Some(why), ..Default::default() });
+    m.end();
     spi.finish();
     return_i64(n)
 }
@@ -583,12 +586,13 @@ fn delete_commands_without_events(args: Args) -> Datum {
     let older_than = args.opt_datum(1);
     let why = args.opt_text(2, "reason").map(|t| t.0);
     let spi = Spi::connect();
-    let _m = integrity::maintain(None);
+    let m = integrity::maintain("eventstore.delete_commands_without_events", None);
     spi.run(&DELETE_LONE_COMMANDS, &[stream, older_than], false);
     let n = processed();
     if n > 0 {
         audit(&spi, "delete_commands_without_events", Entry { stream, rows: n, reason: why, ..Default::default() });
     }
+    m.end();
     spi.finish();
     return_i64(n)
 }
