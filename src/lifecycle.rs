@@ -576,18 +576,34 @@ static DELETE_LONE_COMMANDS: Stmt = Stmt {
     args: &[pg_sys::TEXTOID, pg_sys::TIMESTAMPTZOID],
 };
 
+/// The same on a distributed store, where Citus does not distribute the subqueries above in a
+/// DELETE of a reference table: the commands that events point at are found first, among the
+/// candidates only (a query over every shard), and kept. A command an append points at meanwhile
+/// stays too: the events' foreign key refuses the delete (23503) and nothing is removed.
+static DELETE_LONE_COMMANDS_DISTRIBUTED: Stmt = Stmt {
+    sql: "WITH candidates AS MATERIALIZED ( \
+              SELECT c.command_id FROM eventstore.commands c \
+               WHERE ($1::text IS NULL OR c.stream_id = $1) AND ($2::timestamptz IS NULL OR c.created_at < $2)), \
+          used AS MATERIALIZED ( \
+              SELECT e.command_id FROM eventstore.events e JOIN candidates k ON k.command_id = e.command_id \
+              UNION SELECT a.command_id FROM eventstore.archived_events a JOIN candidates k ON k.command_id = a.command_id) \
+          DELETE FROM eventstore.commands c USING candidates k \
+           WHERE c.command_id = k.command_id AND NOT EXISTS (SELECT FROM used u WHERE u.command_id = k.command_id)",
+    args: &[pg_sys::TEXTOID, pg_sys::TIMESTAMPTZOID],
+};
+
 sql_function!(es_delete_commands_without_events, pg_finfo_es_delete_commands_without_events, delete_commands_without_events);
 
 /// Removes recorded commands that caused no event (Sequent's
 /// permanently_delete_commands_without_events), of one stream or all, older than a moment or all.
 fn delete_commands_without_events(args: Args) -> Datum {
-    crate::distributed::refuse("eventstore.delete_commands_without_events");
     let stream = args.opt_text(0, "stream_id").map(|t| t.0);
     let older_than = args.opt_datum(1);
     let why = args.opt_text(2, "reason").map(|t| t.0);
     let spi = Spi::connect();
     let m = integrity::maintain("eventstore.delete_commands_without_events", None);
-    spi.run(&DELETE_LONE_COMMANDS, &[stream, older_than], false);
+    let delete = if crate::distributed::distributed() { &DELETE_LONE_COMMANDS_DISTRIBUTED } else { &DELETE_LONE_COMMANDS };
+    spi.run(delete, &[stream, older_than], false);
     let n = processed();
     if n > 0 {
         audit(&spi, "delete_commands_without_events", Entry { stream, rows: n, reason: why, ..Default::default() });

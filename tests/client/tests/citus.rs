@@ -373,10 +373,6 @@ fn what_a_distributed_store_cannot_do_says_so() {
     ] {
         assert_eq!(code_of(c.batch_execute(sql)), "0A000", "{sql}");
     }
-    for sql in ["SELECT eventstore.delete_commands_without_events($1)"] {
-        let params: &[&(dyn postgres::types::ToSql + Sync)] = if sql.contains('$') { &[&s] } else { &[] };
-        assert_eq!(code_of(c.query(sql, params)), "0A000", "{sql}");
-    }
     // the lifecycle functions change rows through the coordinator, which keeps the audit log
     let mut w = node(ports()[1]);
     assert_eq!(code_of(w.execute("SELECT eventstore.delete_stream($1, reason => 'gone')", &[&s])), "0A000");
@@ -1188,6 +1184,22 @@ fn lifecycle_functions_change_rows_on_the_node_that_holds_them() {
     assert_eq!(version(&mut c, soft), 4);
     assert_eq!(one(&mut c, "SELECT eventstore.delete_stream($1, hard => true, reason => 'closed')", hard), 3);
     assert_eq!(code_of(c.execute("SELECT eventstore.append_event($1, 'Person', 'Again', '{}')", &[hard])), "55000");
+
+    // commands no event points at go, from every node; the others stay
+    let lone: uuid::Uuid = c
+        .query_one("SELECT eventstore.record_command('Register', '{}', $1)", &[&streams[3]])
+        .unwrap()
+        .get(0);
+    assert_eq!(one(&mut c, "SELECT eventstore.delete_commands_without_events($1, reason => 'unused')", &streams[3]), 1);
+    for port in ports() {
+        let left: Vec<uuid::Uuid> = node(port)
+            .query("SELECT command_id FROM eventstore.commands WHERE stream_id = $1", &[&streams[3]])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(!left.contains(&lone) && left.len() == 1, "node {port}: {left:?}");
+    }
 
     // retention, over every node
     let kept_streams = streams_on_every_worker(&mut c, "kept", 1);
