@@ -1086,7 +1086,7 @@ fn event_ids_are_checked_across_nodes_inside_a_client_transaction() {
     check_every_node();
 }
 
-/// Streams of the given prefix, at least one on each worker.
+/// `per_worker` streams of the given prefix on each node that holds shards, node by node.
 fn streams_on_every_worker(c: &mut Client, prefix: &str, per_worker: usize) -> Vec<String> {
     let mut by_group: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for i in 0..200 {
@@ -1096,7 +1096,9 @@ fn streams_on_every_worker(c: &mut Client, prefix: &str, per_worker: usize) -> V
             break;
         }
     }
-    by_group.values().flat_map(|v| v[..per_worker].to_vec()).collect()
+    let full: Vec<&Vec<String>> = by_group.values().filter(|v| v.len() >= per_worker).collect();
+    assert!(full.len() >= 2, "streams of {prefix} on fewer than two nodes: {by_group:?}");
+    full.iter().flat_map(|v| v[..per_worker].to_vec()).collect()
 }
 
 #[test]
@@ -1259,5 +1261,82 @@ fn lifecycle_functions_change_rows_on_the_node_that_holds_them() {
     c.batch_execute("BEGIN; SET LOCAL ROLE lifecycle_client").unwrap();
     assert_eq!(code_of(c.execute("INSERT INTO eventstore.lifecycle_grants VALUES (NULL)", &[])), "42501");
     c.batch_execute("ROLLBACK").unwrap();
+    check_every_node();
+}
+
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn lifecycle_functions_and_appends_on_the_same_streams_keep_every_rule() {
+    let mut c = distributed();
+    let streams = std::sync::Arc::new(streams_on_every_worker(&mut c, "busy", 2));
+    for s in streams.iter() {
+        c.execute("SELECT eventstore.append_event($1, 'Busy', 'E', '{\"i\": 0, \"email\": \"x\"}')", &[s]).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, streams) = (stop.clone(), streams.clone());
+            std::thread::spawn(move || {
+                let mut c = coordinator();
+                let (mut ok, mut refused) = (0, 0);
+                let mut i = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let s = &streams[(w + i) % streams.len()];
+                    match c.execute("SELECT eventstore.append_event($1, 'Busy', 'E', $2)", &[s, &json!({"i": i, "email": "x"})]) {
+                        Ok(_) => ok += 1,
+                        // archived or deleted for good by now: refused, nothing written
+                        Err(e) if db_error(&e).0 == "55000" => refused += 1,
+                        Err(e) => panic!("writer {w}: {e:?}"),
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect();
+    for round in 0..3 {
+        for (k, s) in streams.iter().enumerate() {
+            let v = version(&mut c, s);
+            match (round + k) % 4 {
+                0 => {
+                    c.execute("SELECT eventstore.truncate_stream($1, $2, 'old')", &[s, &v]).unwrap();
+                }
+                1 => {
+                    c.execute("SELECT eventstore.redact_events($1, NULL, ARRAY['payload.email'], 'asked')", &[s]).unwrap();
+                }
+                2 => {
+                    c.execute("SELECT eventstore.erase_stream($1, 'asked')", &[s]).unwrap();
+                }
+                _ => {
+                    c.execute("SELECT eventstore.archive_stream($1)", &[s]).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    c.execute("SELECT eventstore.restore_stream($1)", &[s]).unwrap();
+                }
+            }
+        }
+    }
+    let hard = &streams[0];
+    c.execute("SELECT eventstore.delete_stream($1, hard => true, reason => 'closed')", &[hard]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut refused) = (0, 0);
+    for w in writers {
+        let (o, r) = w.join().unwrap();
+        ok += o;
+        refused += r;
+    }
+    assert!(ok > 50 && refused > 0, "{ok} appends, {refused} refused");
+    // every stream gapless from its truncation point to its version
+    for s in streams.iter().skip(1) {
+        let seqs = sequences(&mut c, s);
+        let v = version(&mut c, s);
+        assert_eq!(seqs.last().copied(), Some(v), "{s}");
+        assert_eq!(seqs, (seqs[0]..=v).collect::<Vec<_>>(), "{s} has a gap");
+    }
+    assert_eq!(code_of(c.execute("SELECT eventstore.append_event($1, 'Busy', 'E', '{}')", &[hard])), "55000");
+    for port in ports() {
+        let left: i64 = node(port).query_one("SELECT count(*) FROM eventstore.lifecycle_grants", &[]).unwrap().get(0);
+        assert_eq!(left, 0, "node {port}");
+    }
     check_every_node();
 }
