@@ -454,7 +454,22 @@ impl Notifier {
 
 /// Runs `f` in a transaction of its own; an ERROR (a cancel, a lock timeout, the store being
 /// dropped) aborts the transaction and comes back as Err instead of ending the worker.
+///
+/// The transaction first takes a share lock on the extension itself. DROP EXTENSION locks the
+/// extension before any of its tables, and then the tables in the order it finds them, which
+/// changes as the catalog is rewritten: without the extension lock first, a notifier reading two
+/// of the store's tables could hold one that the drop needs while waiting for one it holds.
 fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    let f = std::panic::AssertUnwindSafe(f);
+    let f = move || {
+        unsafe {
+            let ext = pg_sys::get_extension_oid(c"pg_eventstore".as_ptr(), true);
+            if ext != pg_sys::InvalidOid {
+                pg_sys::LockDatabaseObject(pg_sys::ExtensionRelationId, ext, 0, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            }
+        }
+        f()
+    };
     let f = std::panic::AssertUnwindSafe(f);
     pgrx::PgTryBuilder::new(|| Ok(BackgroundWorker::transaction(f)))
         .catch_others(|e| {
@@ -537,8 +552,6 @@ pub extern "C-unwind" fn es_notifier_main(arg: Datum) {
     let start = in_transaction(|| {
         let persist = crate::integrity::store_relid(c"notifier_state").is_some(); // absent before 0.4.0
         let spi = Spi::connect();
-        // The events table first, as in every sweep: DROP EXTENSION locks it before notifier_state,
-        // and the opposite order deadlocks with it.
         let (_, safe) = crate::feed::head_and_safe(&spi, crate::feed::cluster_next_xid());
         let stored = if persist {
             let rows = spi.run(&LOAD_WATERMARK, &[], true);

@@ -305,8 +305,9 @@ fn copy_and_drop_do_not_wait_for_the_notifier(mut admin: Client) {
 }
 
 /// DROP EXTENSION right after the first append, while the notifier that append started is still
-/// reading where to begin: neither waits for the other in a cycle (the notifier takes the events
-/// table before notifier_state, as DROP EXTENSION does), so the drop never dies of a deadlock.
+/// reading where to begin: neither waits for the other in a cycle (each notifier transaction
+/// takes a share lock on the extension first, which DROP EXTENSION locks before any table), so
+/// the drop never dies of a deadlock.
 #[test]
 fn drop_extension_while_the_notifier_starts() {
     const DB: &str = "pg_eventstore_notifier_drop_tests";
