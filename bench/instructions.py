@@ -48,6 +48,8 @@ NEW_STREAM = [
      f"INSERT INTO baseline.events VALUES ('Bench', '{NEW.format(p='nins')}', 1, 'Tick', '1', '{PAYLOAD}', '{META}')"),
     ("PL/pgSQL append", f"SELECT baseline.append_event('{NEW.format(p='nplp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event", f"SELECT eventstore.append_event('{NEW.format(p='nes')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
+    ("append_event, expected_version => 0",
+     f"SELECT eventstore.append_event('{NEW.format(p='nez')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}', expected_version => 0)"),
 ]
 COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
 # A command and the event it caused, in one statement (Sequent's command loop).

@@ -388,7 +388,7 @@ fn append(t: &Target, events: &[NewEvent]) -> i64 {
 /// returns the new version, the stream's type and whether a deleted stream was reopened.
 fn bump(spi: &mut Option<Spi>, t: &Target, k: i64) -> (i64, String, bool) {
     if let Some(direct::Bumped::Done(version, stream_type, reopened)) =
-        direct::bump_stream(t.stream_id_datum, &t.stream_id, k, Some(t.stream_type_datum))
+        direct::bump_stream(t.stream_id_datum, &t.stream_id, k, Some(t.stream_type_datum), t.expected_version == Some(0))
     {
         return (version, stream_type, reopened);
     }
@@ -438,7 +438,7 @@ fn lock_stream(spi: &Spi, t: &Target) -> String {
             }
             return locked.text(0, 2).unwrap_or_default();
         }
-        if direct::bump_stream(t.stream_id_datum, &t.stream_id, 0, Some(t.stream_type_datum)).is_none() {
+        if direct::bump_stream(t.stream_id_datum, &t.stream_id, 0, Some(t.stream_type_datum), false).is_none() {
             create_with_sql(spi, t, 0, attempt == 0);
         }
     }

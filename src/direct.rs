@@ -287,14 +287,17 @@ pub enum Bumped {
 /// Adds `delta` to a stream's version, waiting for the row as an UPDATE would. `key` is the
 /// stream id as text. When the stream does not exist and `create` gives its type, it is created
 /// with version `delta` as INSERT ... ON CONFLICT would. None when the table is not the store's
-/// and nothing was written.
-pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum>) -> Option<Bumped> {
+/// and nothing was written. `expect_new` (the caller's expected version is 0): try the creation
+/// first, without looking the stream up; if it exists after all, the speculative insertion is
+/// taken back and the row is looked up and bumped as usual.
+pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum>, expect_new: bool) -> Option<Bumped> {
     let (mut t, shape) = Table::open(c"streams", &STREAM_COLUMNS, pg_sys::ACL_SELECT | pg_sys::ACL_UPDATE | pg_sys::ACL_INSERT)?;
     let [id_col, type_col, version_col, _, _, state_col, _] = shape.cols[..] else { unreachable!() };
     let result = unsafe {
         let slot = pg_sys::table_slot_create(t.rel, std::ptr::null_mut());
         let mut cached = STREAM_TIDS.with(|c| c.borrow().get(key.as_bytes()).copied());
         let mut creating = false;
+        let mut expect_new = expect_new && create.is_some();
         let result = loop {
             // As SPI does for each writing statement: see our own earlier writes, and in READ
             // COMMITTED whatever committed while we waited.
@@ -302,6 +305,7 @@ pub fn bump_stream(stream_id: Datum, key: &str, delta: i64, create: Option<Datum
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             let found = match cached.take() {
                 Some(tid) if fetch_stream(&t, tid, id_col, key, slot) => true,
+                _ if std::mem::take(&mut expect_new) => false,
                 _ => find_by_key(t.rel, shape.pkey, stream_id, slot),
             };
             if !found {
