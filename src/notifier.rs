@@ -460,7 +460,6 @@ impl Notifier {
 /// changes as the catalog is rewritten: without the extension lock first, a notifier reading two
 /// of the store's tables could hold one that the drop needs while waiting for one it holds.
 fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    let f = std::panic::AssertUnwindSafe(f);
     let f = move || {
         unsafe {
             let ext = pg_sys::get_extension_oid(c"pg_eventstore".as_ptr(), true);

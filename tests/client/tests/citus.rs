@@ -1179,24 +1179,20 @@ fn lifecycle_functions_change_rows_on_the_node_that_holds_them() {
 
     // archive and restore: the events come back with their positions
     let archived = &streams[1];
-    let before: Vec<(i64, i64)> = c
-        .query("SELECT sequence, global_position FROM eventstore.load_stream($1)", &[archived])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let positions = |c: &mut Client| -> Vec<(i64, i64)> {
+        c.query("SELECT sequence, global_position FROM eventstore.load_stream($1)", &[archived])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    let before = positions(&mut c);
     assert_eq!(one(&mut c, "SELECT eventstore.archive_stream($1)", archived), 3);
     assert_eq!(one(&mut c, "SELECT count(*) FROM eventstore.load_stream($1)", archived), 0);
     assert_eq!(code_of(c.execute("SELECT eventstore.append_event($1, 'Person', 'Late', '{}')", &[archived])), "55000");
     assert_eq!(one(&mut c, "SELECT count(*) FROM eventstore.load_archived_stream($1, 0)", archived), 3);
     assert_eq!(one(&mut c, "SELECT eventstore.restore_stream($1)", archived), 3);
-    let after: Vec<(i64, i64)> = c
-        .query("SELECT sequence, global_position FROM eventstore.load_stream($1)", &[archived])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, positions(&mut c));
 
     // deletion, soft (an append reopens) and hard (a tombstone)
     let (soft, hard) = (&streams[4], &streams[5]);
