@@ -43,6 +43,27 @@ for id in $local_ids; do
     local_scripts+=(-f "$work/$id.sql")
 done
 
+# The shapes of an append through the coordinator, one client, to the same 8 streams: on its own or
+# inside a transaction block (BEGIN ... COMMIT: Citus does not delegate append_event there; the
+# coordinator has the worker append, as part of the client's transaction), naming no event id or a
+# new one (claimed in event_ids, on whichever node holds its shard: then the commit is two-phase).
+shape_scripts() { # shape -> pgbench -f arguments
+    local shape=$1 id
+    for id in $local_ids; do
+        {
+            echo '\set a random(1, 9223372036854775806)'
+            echo '\set b random(1, 9223372036854775806)'
+            case $shape in block*) echo 'BEGIN;' ;; esac
+            case $shape in
+                *id) printf "SELECT eventstore.append_event('%s', 'Bench', 'E', '{\"amount\": 1}', event_id => (lpad(to_hex(:a), 16, '0') || lpad(to_hex(:b), 16, '0'))::uuid);\n" "$id" ;;
+                *) printf "SELECT eventstore.append_event('%s', 'Bench', 'E', '{\"amount\": 1}');\n" "$id" ;;
+            esac
+            case $shape in block*) echo 'COMMIT;' ;; esac
+        } >"$work/$shape-$id.sql"
+        printf -- '-f %s ' "$work/$shape-$id.sql"
+    done
+}
+
 bench() { # port clients script-args... -> "tps latency_ms"
     local port=$1 clients=$2; shift 2
     "$PG_BIN/pgbench" -h 127.0.0.1 -U postgres -p "$port" -n -M prepared -c "$clients" -j "$clients" -T "$secs" "$@" postgres 2>&1 |
@@ -61,6 +82,18 @@ for round in 1 2 3; do
     read -r tw lw < <(bench 5512 1 "${local_scripts[@]}")
     rows+=("| $round | $t1 | $t3 | $(python3 -c "print(f'{$t3/$t1:.2f}')") | $l1 | $lc | $lw | $(python3 -c "print(f'{$lc-$lw:.2f}')") |")
     echo "round $round: one node $t1 tx/s, cluster $t3 tx/s; one client: one node $l1 ms, coordinator $lc ms, worker $lw ms"
+done
+
+shape_rows=()
+for round in 1 2 3; do
+    row="| $round |"
+    for shape in alone alone-id block block-id; do
+        # shellcheck disable=SC2046
+        read -r _ l < <(bench 5511 1 $(shape_scripts "$shape"))
+        row+=" $l |"
+    done
+    shape_rows+=("$row")
+    echo "round $round (ms per append, alone / alone with id / block / block with id):$row"
 done
 
 out=bench/results/$(date +%F)-citus.md
@@ -82,5 +115,12 @@ out=bench/results/$(date +%F)-citus.md
     echo "| round | one node tx/s | cluster tx/s | cluster / one node | one client: one node ms | via coordinator ms | on the worker ms | delegation ms |"
     echo "|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${rows[@]}"
+    echo
+    echo "Through the coordinator, one client, the 8 streams of the first worker: ms per transaction of one"
+    echo "append on its own or inside BEGIN ... COMMIT, naming no event id or a new one."
+    echo
+    echo "| round | on its own | on its own, with an id | in a block | in a block, with an id |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${shape_rows[@]}"
 } >"$out"
 echo "wrote $out"

@@ -4,7 +4,10 @@
 -- unacknowledged batch again; prepare_nodes() readies nodes that joined after distribute(), and
 -- distribute() now works on a store that holds data. The lifecycle functions work on a distributed
 -- store, through a grant table (lifecycle_grants) that prepare_nodes() distributes on a store
--- distributed with 0.6.0.
+-- distributed with 0.6.0. Appends claim the event ids they name in a registry distributed by id
+-- (event_ids), so that no id is used in two streams, also by appends racing on different nodes;
+-- prepare_nodes() sets it up, and the append functions' new delegation, on a store distributed
+-- with 0.6.0.
 -- Nothing changes for a store that is not distributed.
 \echo Use "ALTER EXTENSION pg_eventstore UPDATE TO '0.7.0'" to load this file. \quit
 
@@ -23,6 +26,16 @@ CREATE TABLE eventstore.lifecycle_grants (
 REVOKE ALL ON eventstore.lifecycle_grants FROM PUBLIC;
 -- (a replica identity for Citus, which moves reference tables with logical replication)
 ALTER TABLE eventstore.lifecycle_grants REPLICA IDENTITY FULL;
+
+-- On a distributed store, the event ids that appends name, claimed in the append's transaction
+-- (src/distributed.rs, claim_event_ids): distributed by event_id, so that two appends racing to use
+-- one id in streams on different nodes meet on one row, and the second is refused. Unused on one
+-- node, where events' own unique key does this.
+CREATE TABLE eventstore.event_ids (
+    event_id  uuid PRIMARY KEY,
+    stream_id text COLLATE "C" NOT NULL
+);
+REVOKE ALL ON eventstore.event_ids FROM PUBLIC;
 
 -- a store distributed with 0.6.0: its subscriptions (made before distribute(), which 0.6.0 allowed
 -- only then) go on from their checkpoint, a position of the coordinator's range
@@ -237,6 +250,64 @@ ALTER FUNCTION eventstore.read_all_nodes SECURITY DEFINER;
 REVOKE ALL ON FUNCTION eventstore.read_all_nodes FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION eventstore.read_all_nodes TO eventstore_reader;
 
+-- On a distributed store, the part of an append that runs on the stream's node, called by
+-- append_event/append_events where they do not run there themselves (after they have claimed the
+-- event ids the append names). Only the store's owner may call them.
+CREATE FUNCTION eventstore.append_event_here(
+    stream_id text, stream_type text, event_type text, payload jsonb, metadata jsonb,
+    expected_version bigint, event_id uuid, command_id uuid, event_version integer
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_append_event_here';
+
+CREATE FUNCTION eventstore.append_events_here(
+    stream_id text, stream_type text, events jsonb, expected_version bigint, command_id uuid
+) RETURNS bigint
+    LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'es_append_events_here';
+ALTER FUNCTION eventstore.append_event_here SECURITY DEFINER;
+ALTER FUNCTION eventstore.append_events_here SECURITY DEFINER;
+REVOKE ALL ON FUNCTION eventstore.append_event_here, eventstore.append_events_here FROM PUBLIC;
+
+-- distribute()'s last step, once the tables are distributed, and what prepare_nodes() gives a store
+-- distributed with 0.6.0. Idempotent.
+CREATE FUNCTION eventstore.distribute_finish() RETURNS void
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+    AS $finish$
+DECLARE
+    g text[];
+BEGIN
+    -- The lifecycle functions' grant table, the registry of claimed event ids (as many shards as
+    -- streams has), and the functions. append_event and append_events are delegated to the
+    -- stream's node only outside a transaction block, where that node may write the registry on
+    -- another; inside one they run where they are called, claim the ids there, and call the _here
+    -- functions, which Citus delegates as part of the client's transaction.
+    IF NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.lifecycle_grants'::regclass) THEN
+        PERFORM create_reference_table('eventstore.lifecycle_grants');
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.event_ids'::regclass) THEN
+        PERFORM create_distributed_table('eventstore.event_ids', 'event_id', colocate_with := 'none',
+            shard_count := (SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'eventstore.streams'::regclass)::integer);
+    END IF;
+    FOREACH g SLICE 1 IN ARRAY ARRAY[
+        ['eventstore.append_event(text,text,text,jsonb,jsonb,bigint,uuid,uuid,integer)', 'false'],
+        ['eventstore.append_events(text,text,jsonb,bigint,uuid)', 'false'],
+        ['eventstore.append_event_here(text,text,text,jsonb,jsonb,bigint,uuid,uuid,integer)', 'true'],
+        ['eventstore.append_events_here(text,text,jsonb,bigint,uuid)', 'true'],
+        ['eventstore.load_stream(text,bigint,bigint)', 'true'],
+        ['eventstore.stream_version(text)', 'true'],
+        ['eventstore.take_snapshot(text,bigint,jsonb,integer)', 'true'],
+        ['eventstore.load_snapshot(text,bigint)', 'true'],
+        ['eventstore.read_stream_backward(text,bigint,bigint)', 'true'],
+        ['eventstore.last_event(text)', 'true']
+    ] LOOP
+        PERFORM create_distributed_function(g[1]::regprocedure, 'stream_id', colocate_with := 'eventstore.streams',
+                                            force_delegation := g[2]::boolean);
+    END LOOP;
+END
+$finish$;
+REVOKE ALL ON FUNCTION eventstore.distribute_finish FROM PUBLIC;
+
 -- Every node's copy of the store made ready for the distributed store (distribute_prepare_node):
 -- part of distribute(), and to be run again after citus_add_node, before shards move to the new
 -- node (an append there refuses until then). Idempotent.
@@ -261,10 +332,8 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Each worker needs pg_eventstore installed, at the same version as the coordinator.';
     END IF;
-    -- a store distributed before 0.7.0: the lifecycle functions' grant table joins it
-    IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass)
-       AND NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.lifecycle_grants'::regclass) THEN
-        PERFORM create_reference_table('eventstore.lifecycle_grants');
+    IF EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.events'::regclass) THEN
+        PERFORM eventstore.distribute_finish();
     END IF;
 END
 $prepare_nodes$;
@@ -327,7 +396,6 @@ BEGIN
     PERFORM create_distributed_table('eventstore.snapshots', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_distributed_table('eventstore.archived_events', 'stream_id', colocate_with := 'eventstore.streams');
     PERFORM create_reference_table('eventstore.commands');
-    PERFORM create_reference_table('eventstore.lifecycle_grants');
     FOREACH f IN ARRAY ARRAY['events', 'snapshots', 'archived_events', 'streams', 'commands', 'stream_types'] LOOP
         PERFORM truncate_local_data_after_distributing_table(('eventstore.' || f)::regclass);
     END LOOP;
@@ -342,19 +410,7 @@ BEGIN
        SET checkpoint_nodes = jsonb_build_object('0', checkpoint),
            delivered_nodes = jsonb_build_object('0', checkpoint), delivered_up_to = checkpoint
      WHERE checkpoint_nodes IS NULL;
-    FOREACH f IN ARRAY ARRAY[
-        'eventstore.append_event(text,text,text,jsonb,jsonb,bigint,uuid,uuid,integer)',
-        'eventstore.append_events(text,text,jsonb,bigint,uuid)',
-        'eventstore.load_stream(text,bigint,bigint)',
-        'eventstore.stream_version(text)',
-        'eventstore.take_snapshot(text,bigint,jsonb,integer)',
-        'eventstore.load_snapshot(text,bigint)',
-        'eventstore.read_stream_backward(text,bigint,bigint)',
-        'eventstore.last_event(text)'
-    ] LOOP
-        PERFORM create_distributed_function(f::regprocedure, 'stream_id', colocate_with := 'eventstore.streams',
-                                                          force_delegation := true);
-    END LOOP;
+    PERFORM eventstore.distribute_finish();
 END
 $distribute$;
 

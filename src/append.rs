@@ -111,8 +111,19 @@ fn target(args: Args, expected_at: usize, command_at: usize) -> Target {
 }
 
 sql_function!(es_append_event, pg_finfo_es_append_event, append_event);
+sql_function!(es_append_event_here, pg_finfo_es_append_event_here, append_event_here);
 
 fn append_event(args: Args) -> Datum {
+    let (t, event) = one_event(args);
+    run(args, &t, &[event], Some(&crate::distributed::APPEND_EVENT_HERE))
+}
+
+fn append_event_here(args: Args) -> Datum {
+    let (t, event) = one_event(args);
+    run(args, &t, &[event], None)
+}
+
+fn one_event(args: Args) -> (Target, NewEvent) {
     let t = target(args, 5, 7);
     let (event_type, _) = args.required_text(2, "event_type");
     let payload = args.required_object(3, "payload");
@@ -121,17 +132,51 @@ fn append_event(args: Args) -> Datum {
     if version < 1 {
         errors::invalid(format!("event_version must be 1 or more, not {version}"));
     }
-    let event = NewEvent { event_type, payload, metadata, id: args.opt_datum(6), version };
-    return_i64(append(&t, &[event]))
+    (t, NewEvent { event_type, payload, metadata, id: args.opt_datum(6), version })
 }
 
 sql_function!(es_append_events, pg_finfo_es_append_events, append_events);
+sql_function!(es_append_events_here, pg_finfo_es_append_events_here, append_events_here);
 
 fn append_events(args: Args) -> Datum {
+    let (t, events) = batch(args);
+    run(args, &t, &events, Some(&crate::distributed::APPEND_EVENTS_HERE))
+}
+
+fn append_events_here(args: Args) -> Datum {
+    let (t, events) = batch(args);
+    run(args, &t, &events, None)
+}
+
+fn batch(args: Args) -> (Target, Vec<NewEvent>) {
     let t = target(args, 3, 4);
     let batch = args.opt_datum(2).unwrap_or_else(|| errors::null_arg("events"));
-    let events = parse_batch(batch);
-    return_i64(append(&t, &events))
+    (t, parse_batch(batch))
+}
+
+/// On one node, the append. On a distributed store, a client's call (`here` is the statement
+/// that runs the append on the stream's node) first claims the event ids it names, wherever it
+/// runs; then it appends if the stream is on this node, or has the _here function do it there.
+/// The _here functions (`here` None) run where Citus delegated them, after that claim.
+fn run(args: Args, t: &Target, events: &[NewEvent], here: Option<&'static Stmt>) -> Datum {
+    use crate::distributed;
+    if distributed::distributed() {
+        match here {
+            None => distributed::require_local(t.stream_id_datum, &t.stream_id),
+            Some(stmt) => {
+                let local = distributed::locate(t.stream_id_datum, &t.stream_id);
+                let ids: Vec<Option<Datum>> = events.iter().filter_map(|e| e.id.map(Some)).collect();
+                if !ids.is_empty() {
+                    distributed::claim_event_ids(&ids, t.stream_id_datum, &t.stream_id);
+                }
+                if !local {
+                    distributed::require_registry();
+                    return return_i64(distributed::append_there(stmt, args));
+                }
+            }
+        }
+    }
+    return_i64(append(t, events))
 }
 
 /// Splits a JSON array of `{"type", "payload", "metadata"?, "id"?, "version"?}` into events,
@@ -260,6 +305,16 @@ static FIND_IDS_PRE_05: Stmt = Stmt {
     args: &[pg_sys::UUIDARRAYOID],
 };
 
+// On a distributed store, where the ids were claimed cluster-wide before (claim_event_ids): a
+// retry's ids are in the stream itself.
+static FIND_IDS_IN_STREAM: Stmt = Stmt {
+    sql: "SELECT e.stream_id, e.sequence, i.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
+          JOIN (SELECT stream_id, sequence, event_id FROM eventstore.events WHERE stream_id = $2 \
+                UNION ALL SELECT stream_id, sequence, event_id FROM eventstore.archived_events WHERE stream_id = $2) e \
+            ON e.event_id = i.id ORDER BY i.ord",
+    args: &[pg_sys::UUIDARRAYOID, pg_sys::TEXTOID],
+};
+
 static FIND_IDS: Stmt = Stmt {
     sql: "SELECT e.stream_id, e.sequence, i.ord FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord) \
           JOIN (SELECT stream_id, sequence, event_id FROM eventstore.events \
@@ -313,9 +368,6 @@ static INSERT_MANY: Stmt = Stmt {
 /// Appends the events and returns the sequence of the last one.
 fn append(t: &Target, events: &[NewEvent]) -> i64 {
     let k = events.len() as i64;
-    if crate::distributed::distributed() {
-        crate::distributed::require_local(t.stream_id_datum, &t.stream_id);
-    }
     // SPI only when a statement is needed: the common append writes through `direct`.
     let mut spi: Option<Spi> = None;
 
@@ -496,20 +548,19 @@ fn insert_with_sql(spi: &Spi, t: &Target, events: &[NewEvent], first: i64, versi
 /// the sequence of its last event; if some are elsewhere or only part of the batch is there, 23505.
 fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
     let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).filter(|d| d.is_some()).collect();
-    let found = crate::distributed::nested(|| {
-        spi.run(integrity::for_schema(&FIND_IDS, &FIND_IDS_PRE_05), &[Some(array(&ids, pg_sys::UUIDOID))], false)
-    });
+    let ids = Some(array(&ids, pg_sys::UUIDOID));
+    let found = if crate::distributed::distributed() {
+        spi.run(&FIND_IDS_IN_STREAM, &[ids, Some(t.stream_id_datum)], false)
+    } else {
+        spi.run(integrity::for_schema(&FIND_IDS, &FIND_IDS_PRE_05), &[ids], false)
+    };
     if found.len() == 0 {
         return None;
     }
     for r in 0..found.len() {
         let other = found.text(r, 1).unwrap_or_default();
         if other != t.stream_id {
-            errors::raise_detail(
-                Code::ERRCODE_UNIQUE_VIOLATION,
-                format!("event id already exists in stream \"{other}\""),
-                format!("Event ids are unique in the store; the append to \"{}\" was rejected.", t.stream_id),
-            );
+            errors::event_id_elsewhere(&other, &t.stream_id);
         }
     }
     if found.len() != events.len() {
@@ -528,7 +579,7 @@ fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
 }
 
 /// A one-dimensional array datum of the given element type.
-fn array(elems: &[Option<Datum>], elem_type: Oid) -> Datum {
+pub(crate) fn array(elems: &[Option<Datum>], elem_type: Oid) -> Datum {
     let values: Vec<Datum> = elems.iter().map(|d| d.unwrap_or(Datum::from(0))).collect();
     let nulls: Vec<bool> = elems.iter().map(|d| d.is_none()).collect();
     let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);

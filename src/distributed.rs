@@ -14,6 +14,7 @@ thread_local! {
 
 pub(crate) fn forget() {
     DISTRIBUTED.set(None);
+    REGISTRY.set(None);
 }
 
 /// Whether the citus extension is in this database. Asked when a statement is prepared, not per
@@ -94,14 +95,11 @@ static SHARD_IS_LOCAL: Stmt = Stmt {
     args: &[pg_sys::TEXTOID],
 };
 
-/// An append runs where its stream lives: there the tables' triggers see the grant the function
-/// holds, in the same backend. Citus delegates a call to that node when its arguments are constants
-/// or parameters; a call it runs elsewhere (a volatile argument such as gen_random_uuid(), a call
-/// from another function or for each row of a query) would reach the stream's node as a plain
-/// INSERT from another backend, which the triggers there refuse for its store-assigned columns. So
-/// the append holds the shard's placement in place (the share lock a shard move's switch-over
-/// waits for; it takes the exclusive one) and then checks, in a fresh snapshot, that it is here.
-pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
+/// Whether the stream lives on this node, with its shard's placement held in place (the share lock a
+/// shard move's switch-over waits for; it takes the exclusive one), read in a fresh snapshot
+/// after that lock. An append to a stream here on a node that joined after distribute() and was
+/// not prepared is refused.
+pub(crate) fn locate(stream_id: pg_sys::Datum, name: &str) -> bool {
     let spi = Spi::connect();
     spi.run(&LOCK_SHARD, &[Some(stream_id)], false);
     let (local, prepared) = placement(&spi, stream_id);
@@ -115,17 +113,129 @@ pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
                 .into(),
         );
     }
-    if !local {
+    local
+}
+
+/// The _here functions append where Citus delegated them, on the stream's node: there the tables'
+/// triggers see the grant the function holds, in the same backend. During a shard move's
+/// switch-over the call can reach the node the shard has just left.
+pub(crate) fn require_local(stream_id: pg_sys::Datum, name: &str) {
+    if !locate(stream_id, name) {
         errors::raise_detail(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("the append to stream \"{name}\" did not run on the node that holds the stream"),
-            "Citus runs eventstore.append_event and append_events on the stream's node when they are called \
-             on their own (SELECT eventstore.append_event(...)) with constants or parameters as arguments; \
-             compute volatile values such as gen_random_uuid() in the client. If the stream's shard was \
-             moving to another node at that moment, a retry runs on the new node."
+            "The stream's shard was moving to another node at that moment; a retry runs on the new node.".into(),
+        );
+    }
+}
+
+/// The call of a _here function with the client's arguments as they are. Citus delegates it to the
+/// stream's node as part of this transaction, the function being in the FROM list (Citus
+/// delegates no call from an expression evaluated inside a function) and its distribution argument
+/// a constant in the plan Citus makes for these parameter values.
+pub(crate) static APPEND_EVENT_HERE: Stmt = Stmt {
+    sql: "SELECT * FROM eventstore.append_event_here($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    args: &[
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::JSONBOID,
+        pg_sys::JSONBOID,
+        pg_sys::INT8OID,
+        pg_sys::UUIDOID,
+        pg_sys::UUIDOID,
+        pg_sys::INT4OID,
+    ],
+};
+pub(crate) static APPEND_EVENTS_HERE: Stmt = Stmt {
+    sql: "SELECT * FROM eventstore.append_events_here($1, $2, $3, $4, $5)",
+    args: &[pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::JSONBOID, pg_sys::INT8OID, pg_sys::UUIDOID],
+};
+
+/// Runs the append on the stream's node; returns the stream's version after it.
+pub(crate) fn append_there(stmt: &'static Stmt, args: crate::fcall::Args) -> i64 {
+    let values: Vec<Option<pg_sys::Datum>> = (0..stmt.args.len()).map(|i| args.opt_datum(i)).collect();
+    let spi = Spi::connect();
+    let version = spi.run(stmt, &values, false).i64(0, 1);
+    spi.finish();
+    version.unwrap_or_else(|| errors::raise(Code::ERRCODE_INTERNAL_ERROR, "the append on the stream's node returned nothing".into()))
+}
+
+thread_local! {
+    /// Whether eventstore.event_ids is distributed (a store distributed with 0.6.0 lacks it
+    /// until prepare_nodes()); forgotten with DISTRIBUTED.
+    static REGISTRY: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+// (to_regclass: a 0.6.0 schema, whose appends the new library serves until ALTER EXTENSION UPDATE,
+// has no registry)
+static REGISTRY_DISTRIBUTED: Stmt = Stmt {
+    sql: "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition \
+          WHERE logicalrelid = pg_catalog.to_regclass('eventstore.event_ids'))",
+    args: &[],
+};
+
+/// An append that names event ids, or that runs on another node than its stream's, needs the
+/// registry and the _here functions, which a store distributed with 0.6.0 gets from prepare_nodes().
+pub(crate) fn require_registry() {
+    if REGISTRY.get().is_none() {
+        let spi = Spi::connect();
+        REGISTRY.set(spi.run(&REGISTRY_DISTRIBUTED, &[], false).bool(0, 1));
+        spi.finish();
+    }
+    if REGISTRY.get() != Some(true) {
+        errors::raise_detail(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this append needs the store's nodes prepared for 0.7.0".into(),
+            "The store was distributed with 0.6.0: run ALTER EXTENSION pg_eventstore UPDATE, then \
+             SELECT eventstore.prepare_nodes() on the coordinator. Until then, appends that name no event id \
+             and are delegated to the stream's node work."
                 .into(),
         );
     }
+}
+static CLAIM_ONE: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.event_ids (event_id, stream_id) VALUES ($1[1], $2) ON CONFLICT (event_id) DO NOTHING",
+    args: &[pg_sys::UUIDARRAYOID, pg_sys::TEXTOID],
+};
+static CLAIM_MANY: Stmt = Stmt {
+    sql: "INSERT INTO eventstore.event_ids (event_id, stream_id) SELECT i, $2 FROM unnest($1::uuid[]) i \
+          ON CONFLICT (event_id) DO NOTHING",
+    args: &[pg_sys::UUIDARRAYOID, pg_sys::TEXTOID],
+};
+static CLAIMED_ELSEWHERE: Stmt = Stmt {
+    sql: "SELECT event_id, stream_id FROM eventstore.event_ids WHERE event_id = ANY ($1) AND stream_id <> $2",
+    args: &[pg_sys::UUIDARRAYOID, pg_sys::TEXTOID],
+};
+static USED_ELSEWHERE: Stmt = Stmt {
+    sql: "SELECT e.stream_id FROM (SELECT stream_id, event_id FROM eventstore.events \
+                                   UNION ALL SELECT stream_id, event_id FROM eventstore.archived_events) e \
+          WHERE e.event_id = ANY ($1) AND e.stream_id <> $2 LIMIT 1",
+    args: &[pg_sys::UUIDARRAYOID, pg_sys::TEXTOID],
+};
+
+/// The cluster-wide rule that an event id is never used in two streams, for the ids an append
+/// names. Each is claimed in the registry (distributed by id) in the append's transaction, before
+/// the stream is locked: of two appends racing to use one id in different streams, the second
+/// waits on the first's claim and, once that commits, finds it taken (23505). A claim stays when
+/// its event is deleted: whether the event is gone cannot be asked safely, as a two-phase commit
+/// may have committed the claim on its node and not yet the event on the stream's. Ids used before
+/// the registry (before distribute(), or generated by the store, which are never claimed) are
+/// looked up in the events of every node.
+pub(crate) fn claim_event_ids(ids: &[Option<pg_sys::Datum>], stream_id: pg_sys::Datum, name: &str) {
+    require_registry();
+    let spi = Spi::connect();
+    let array = Some(crate::append::array(ids, pg_sys::UUIDOID));
+    spi.run(if ids.len() == 1 { &CLAIM_ONE } else { &CLAIM_MANY }, &[array, Some(stream_id)], false);
+    let claimed = spi.run(&CLAIMED_ELSEWHERE, &[array, Some(stream_id)], false);
+    if claimed.len() > 0 {
+        errors::event_id_elsewhere(&claimed.text(0, 2).unwrap_or_default(), name);
+    }
+    let used = spi.run(&USED_ELSEWHERE, &[array, Some(stream_id)], false);
+    if used.len() > 0 {
+        errors::event_id_elsewhere(&used.text(0, 1).unwrap_or_default(), name);
+    }
+    spi.finish();
 }
 
 /// Whether the shard that holds this stream has its placement on this node.
@@ -141,22 +251,6 @@ pub(crate) fn stream_is_local(stream_id: pg_sys::Datum) -> bool {
 fn placement(spi: &Spi, stream_id: pg_sys::Datum) -> (bool, bool) {
     let r = spi.run(&SHARD_IS_LOCAL, &[Some(stream_id)], false);
     (r.bool(0, 1).unwrap_or(false), r.bool(0, 2).unwrap_or(false))
-}
-
-/// Runs `f` with Citus's nested distributed execution allowed, for the event-id lookup over every
-/// node that an append makes from inside the call Citus delegated to the stream's node. Inside a
-/// client's transaction block Citus refuses such a query ("cannot execute a distributed query from
-/// a query on a shard"), as its connections to the other nodes do not see what the transaction
-/// wrote there; the lookup is a read that accepts this (README, "Running on Citus": an id the same
-/// transaction used on another node, like two appends racing with one new id, is not caught).
-pub(crate) fn nested<R>(f: impl FnOnce() -> R) -> R {
-    if !distributed() {
-        return f();
-    }
-    let level = set_in_nest_level(c"citus.allow_nested_distributed_execution", c"on");
-    let r = f();
-    end_nest_level(level);
-    r
 }
 
 /// The lifecycle functions (lifecycle.rs) run on the coordinator and change rows on the nodes that

@@ -43,3 +43,12 @@ pub fn version_conflict(stream_id: &str, expected: i64, actual: i64) -> ! {
         format!("The append expected {wanted}; reload the stream and retry."),
     )
 }
+
+/// An event id the append names is an event of another stream.
+pub fn event_id_elsewhere(other: &str, stream_id: &str) -> ! {
+    raise_detail(
+        Code::ERRCODE_UNIQUE_VIOLATION,
+        format!("event id already exists in stream \"{other}\""),
+        format!("Event ids are unique in the store; the append to \"{stream_id}\" was rejected."),
+    )
+}

@@ -217,15 +217,24 @@ fn the_core_contract_through_the_coordinator() {
         )),
         "23503"
     );
-    // a call Citus cannot delegate (a volatile argument) is refused, and writes nothing
-    assert_eq!(
-        code_of(c.execute(
-            "SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', event_id => gen_random_uuid())",
-            &[&streams[3]]
-        )),
-        "0A000"
-    );
-    assert_eq!(version(&mut c, &streams[3]), 1);
+    // a call Citus cannot delegate (a volatile argument, or once per row of a query) runs on the
+    // coordinator, which has the stream's node append
+    let v: i64 = c
+        .query_one("SELECT eventstore.append_event($1, 'Account', 'Renamed', '{}', event_id => gen_random_uuid())", &[&streams[3]])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2);
+    let per_row: Vec<i64> = c
+        .query(
+            "SELECT eventstore.append_event(s, 'Account', 'Noted', '{}') FROM unnest($1::text[]) s ORDER BY s",
+            &[&vec![streams[4].clone(), streams[5].clone()]],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(per_row, vec![2, 2]);
+    assert_eq!(version(&mut c, &streams[3]), 2);
     let caused: i64 = c
         .query_one("SELECT count(*) FROM eventstore.events WHERE command_id IN ($1, $2)", &[&cmd, &cmd2])
         .unwrap()
@@ -1103,6 +1112,101 @@ fn event_ids_are_checked_across_nodes_inside_a_client_transaction() {
     assert_eq!(code_of(tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &old])), "23505");
     drop(tx);
     assert_eq!((version(&mut c, &a), version(&mut c, &b)), (1, 1));
+    check_every_node();
+}
+
+/// The cluster-wide rule of event ids under a race: two appends using one new id in streams on
+/// different nodes, let go at once, inside transaction blocks (held open a moment, so that the
+/// other meets the claim uncommitted) and on their own. One commits; the other is refused (23505)
+/// and writes nothing, whichever node it runs on.
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn appends_racing_to_use_one_new_event_id_on_two_nodes_commit_once() {
+    let mut c = distributed();
+    let pair = streams_on_every_worker(&mut c, "race-id", 1);
+    let mut ids = Vec::new();
+    for round in 0..24 {
+        let id = uuid::Uuid::new_v4();
+        ids.push(id);
+        let in_block = round % 2 == 0;
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = pair
+            .iter()
+            .cloned()
+            .map(|s| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    let mut c = coordinator();
+                    let sql = "SELECT eventstore.append_event($1, 'Race', 'E', '{}', event_id => $2)";
+                    if in_block {
+                        let mut tx = c.transaction().unwrap();
+                        tx.execute("SELECT 1", &[]).unwrap();
+                        go.wait();
+                        let r = tx.execute(sql, &[&s, &id]).and_then(|_| {
+                            std::thread::sleep(std::time::Duration::from_millis(30));
+                            tx.commit()
+                        });
+                        code_of(r)
+                    } else {
+                        go.wait();
+                        code_of(c.execute(sql, &[&s, &id]))
+                    }
+                })
+            })
+            .collect();
+        let mut codes: Vec<String> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        codes.sort();
+        assert_eq!(codes, vec!["23505".to_string(), "ok".to_string()], "round {round} (in a block: {in_block})");
+    }
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM eventstore.events WHERE event_id = ANY ($1)", &[&ids])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, ids.len() as i64, "each id stored once");
+    let versions: i64 = pair.iter().map(|s| version(&mut c, s)).sum();
+    assert_eq!(versions, ids.len() as i64);
+    check_every_node();
+}
+
+/// A client's transaction that writes a table of its own (distributed too) and appends with an
+/// event id commits on every node, and no worker restarts: the sessions opened to them before are
+/// still there afterwards. (0.7.0 as first written looked the id up from inside the call Citus
+/// delegated, a nested distributed query that Citus leaves open at the two-phase commit; by hand,
+/// on a store of 32 shards, a worker crashed at COMMIT PREPARED in about one such transaction in
+/// four. This test's store of 8 shards did not show it in 24 rounds: it guards the shape.)
+#[test]
+#[ignore = "needs a Citus cluster: tests/citus.sh runs it"]
+fn a_transaction_writing_its_own_table_and_appends_on_several_nodes_commits_everywhere() {
+    let mut c = distributed();
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS outbox (id uuid PRIMARY KEY, stream_id text NOT NULL);
+         SELECT create_distributed_table('outbox', 'id') WHERE NOT EXISTS
+             (SELECT FROM pg_dist_partition WHERE logicalrelid = 'outbox'::regclass)",
+    )
+    .unwrap();
+    let mut watchers: Vec<Client> = ports()[1..].iter().map(|&p| node(p)).collect();
+    let streams = streams_on_every_worker(&mut c, "outboxed", 1);
+    let mut ids = Vec::new();
+    for round in 0..24 {
+        // a new session each time, as the crash came in a session's first such commit
+        let mut c = coordinator();
+        let s = &streams[round % 2];
+        let id = uuid::Uuid::new_v4();
+        ids.push(id);
+        let mut tx = c.transaction().unwrap();
+        tx.execute("INSERT INTO outbox VALUES ($1, $2)", &[&id, s]).unwrap();
+        tx.execute("SELECT eventstore.append_event($1, 'Outboxed', 'E', '{}', event_id => $2)", &[s, &id]).unwrap();
+        tx.commit().unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    // and on its own, with a volatile id: the coordinator has the stream's node append
+    c.execute("SELECT eventstore.append_event($1, 'Outboxed', 'G', '{}', event_id => gen_random_uuid())", &[&streams[1]])
+        .unwrap();
+    for w in &mut watchers {
+        w.query_one("SELECT 1", &[]).expect("a worker restarted");
+    }
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[&ids]).unwrap().get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM outbox WHERE id = ANY ($1)"), ids.len() as i64);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM eventstore.events WHERE event_id = ANY ($1)"), ids.len() as i64);
     check_every_node();
 }
 
