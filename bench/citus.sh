@@ -55,7 +55,7 @@ shape_scripts() { # shape -> pgbench -f arguments
             echo '\set b random(1, 9223372036854775806)'
             case $shape in block*) echo 'BEGIN;' ;; esac
             case $shape in
-                *id) printf "SELECT eventstore.append_event('%s', 'Bench', 'E', '{\"amount\": 1}', event_id => (lpad(to_hex(:a), 16, '0') || lpad(to_hex(:b), 16, '0'))::uuid);\n" "$id" ;;
+                *id) printf "SELECT eventstore.append_event('%s', 'Bench', 'E', '{\"amount\": 1}', event_id => (lpad(to_hex(:a::bigint), 16, '0') || lpad(to_hex(:b::bigint), 16, '0'))::uuid);\n" "$id" ;;
                 *) printf "SELECT eventstore.append_event('%s', 'Bench', 'E', '{\"amount\": 1}');\n" "$id" ;;
             esac
             case $shape in block*) echo 'COMMIT;' ;; esac

@@ -693,6 +693,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'eventstore.event_ids'::regclass) THEN
         PERFORM create_distributed_table('eventstore.event_ids', 'event_id', colocate_with := 'none',
             shard_count := (SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'eventstore.streams'::regclass)::integer);
+        -- every id stored so far (one a store distributed with 0.6.0 holds twice, which verify()
+        -- reports, stays with one of its streams)
+        INSERT INTO eventstore.event_ids (event_id, stream_id)
+            SELECT event_id, stream_id FROM eventstore.events ON CONFLICT (event_id) DO NOTHING;
+        INSERT INTO eventstore.event_ids (event_id, stream_id)
+            SELECT event_id, stream_id FROM eventstore.archived_events ON CONFLICT (event_id) DO NOTHING;
     END IF;
     FOREACH g SLICE 1 IN ARRAY ARRAY[
         ['eventstore.append_event(text,text,text,jsonb,jsonb,bigint,uuid,uuid,integer)', 'false'],
@@ -751,7 +757,8 @@ DECLARE
     guards CONSTANT text[] := ARRAY[
         ['streams', 'streams_guard'], ['events', 'events_guard'], ['snapshots', 'snapshots_guard'],
         ['commands', 'commands_guard'], ['streams', 'streams_no_truncate'], ['events', 'events_no_truncate'],
-        ['archived_events', 'archived_events_no_truncate'], ['commands', 'commands_no_truncate']];
+        ['archived_events', 'archived_events_no_truncate'], ['archived_events', 'archived_events_append_only'],
+        ['commands', 'commands_no_truncate']];
 BEGIN
     IF shard_count IS NULL OR shard_count < 1 OR shard_count > 64000 THEN
         RAISE EXCEPTION 'shard_count must be between 1 and 64000, not %', shard_count

@@ -28,17 +28,16 @@ struct NewEvent {
 /// Ids for the events the caller did not name: UUIDv7, whose time-ordered bits put each new id at
 /// the right end of the event_id index instead of on a random page (measured: a random-uuid index
 /// cost a third of batch append throughput at 1M events). One random draw per append: later ids
-/// of a batch count up from the first in the 62 random bits of rand_b (RFC 9562's "monotonic
-/// random" method); a getrandom call for each id was 3% of a batch's CPU.
+/// of a batch count up from the first in the low 54 random bits (RFC 9562's "monotonic random"
+/// method); a getrandom call for each id was 3% of a batch's CPU.
 fn event_ids(events: &[NewEvent]) -> Vec<Datum> {
-    const RAND_B: u128 = (1 << 62) - 1;
     let base = new_v7();
     let mut next = 0u128;
     events
         .iter()
         .map(|e| {
             e.id.unwrap_or_else(|| {
-                let id = (base & !RAND_B) | (base.wrapping_add(next) & RAND_B);
+                let id = (base & !COUNTER) | (base.wrapping_add(next) & COUNTER);
                 next += 1;
                 pgrx::Uuid::from_bytes(id.to_be_bytes()).into_datum().unwrap()
             })
@@ -46,7 +45,22 @@ fn event_ids(events: &[NewEvent]) -> Vec<Datum> {
         .collect()
 }
 
-/// A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. They come from a
+/// The low 54 bits of rand_b: random, and the count within a batch.
+const COUNTER: u128 = (1 << 54) - 1;
+/// The 8 bits of rand_b above them hold this mark in every id the store generates. On a
+/// distributed store an id a caller names is looked up on every node only when it carries the mark
+/// (it may be an id the store generated, which is never claimed in event_ids); any other id has
+/// been claimed there if it was used (distributed.rs, claim_event_ids). 66 random bits remain.
+const MARK: u128 = 0xE5 << 54;
+const MARK_BITS: u128 = 0xFF << 54;
+
+/// Whether the store may have generated this id: UUIDv7 with the mark.
+pub(crate) fn may_be_generated(id: u128) -> bool {
+    (id >> 76) & 0xF == 7 && id & MARK_BITS == MARK
+}
+
+/// A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits, of which the store's
+/// MARK takes 8. They come from a
 /// ChaCha12 generator per backend, seeded from pg_strong_random: uuid's own now_v7 made two
 /// getrandom system calls for every append, and pg_strong_random itself (OpenSSL's RAND_bytes)
 /// costs about 8,500 instructions a call, 5% of a single append.
@@ -74,7 +88,7 @@ pub(crate) fn new_v7() -> u128 {
     });
     const VERSION: u128 = 0x7 << 76;
     const VARIANT: u128 = 0b10 << 62;
-    ((ms & 0xffff_ffff_ffff) << 80) | VERSION | (rand & (0xfff << 64)) | VARIANT | (rand & ((1 << 62) - 1))
+    ((ms & 0xffff_ffff_ffff) << 80) | VERSION | (rand & (0xfff << 64)) | VARIANT | MARK | (rand & COUNTER)
 }
 
 struct Target {

@@ -275,6 +275,15 @@ fn events_guard(args: crate::fcall::Args) -> Datum {
     if new.get("global_position").is_some() && crate::distributed::lifecycle_granted(new.get("stream_id")) {
         return Datum::from(new.tuple);
     }
+    // The id of an event written directly could not be claimed cluster-wide (this trigger runs
+    // on the stream's node, where Citus allows no distributed write).
+    if crate::distributed::distributed() {
+        errors::raise_detail(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "a direct INSERT into events is not available on a distributed store".into(),
+            "Append with eventstore.append_event or append_events, which claim the event ids across the cluster.".into(),
+        );
+    }
     for derived in ["global_position", "horizon_xid"] {
         if new.get(derived).is_some() {
             errors::raise_detail(

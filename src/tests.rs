@@ -92,6 +92,7 @@ mod tests {
             let u = uuid::Uuid::from_u128(id);
             assert_eq!(u.get_version_num(), 7, "{u}");
             assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{u}");
+            assert!(crate::append::may_be_generated(id), "{u}");
             let ms = id >> 80;
             assert!(ms + 1000 >= now && ms <= now + 1000, "{u}: {ms} is not about {now}");
         }
@@ -101,6 +102,11 @@ mod tests {
             "SELECT bool_and(substr(event_id::text, 15, 1) = '7') AND (array_agg(event_id ORDER BY sequence))[1] < (array_agg(event_id ORDER BY sequence))[2] FROM eventstore.events WHERE stream_id = 't-ids'",
         );
         assert_eq!(ordered, Ok(Some(true)));
+        // the mark, also on the later ids of a batch; a random (v4) id never looks generated
+        for id in Spi::get_one::<Vec<pgrx::Uuid>>("SELECT array_agg(event_id) FROM eventstore.events WHERE stream_id = 't-ids'").unwrap().unwrap() {
+            assert!(crate::append::may_be_generated(u128::from_be_bytes(*id.as_bytes())));
+        }
+        assert!(!crate::append::may_be_generated(uuid::Uuid::new_v4().as_u128()));
     }
 
     #[pg_test]

@@ -26,7 +26,7 @@ fn coordinator() -> Client {
 
 /// Distributes the store once (the tests share one cluster, one at a time). The store holds data
 /// by then, as a store that outgrew one machine does: streams of type Pre, a command and the event
-/// it caused, a snapshot, and a subscription part-way through them
+/// it caused, a snapshot, an archived stream, and a subscription part-way through them
 /// (a_store_that_held_data_keeps_it_once_distributed checks them).
 fn distributed() -> Client {
     let mut c = coordinator();
@@ -42,6 +42,8 @@ fn distributed() -> Client {
                                               caused_by_stream_id => 'pre-1', caused_by_sequence => 2);
              SELECT eventstore.append_event('pre-1', 'Pre', 'C', '{}', command_id => 'c0000000-0000-4000-8000-000000000001');
              SELECT eventstore.take_snapshot('pre-1', 3, '{\"closed\": true}');
+             SELECT eventstore.append_events('pre-archived', 'Archived', '[{\"type\": \"A\", \"payload\": {}}, {\"type\": \"B\", \"payload\": {}}]');
+             SELECT eventstore.archive_stream('pre-archived');
              SELECT eventstore.create_subscription('pre-distribution', stream_types => ARRAY['Pre'])",
         )
         .unwrap();
@@ -300,6 +302,17 @@ fn the_core_contract_through_the_coordinator() {
         )),
         "428C9"
     );
+
+    // a direct INSERT of an event cannot claim its id across the cluster: refused
+    let v = version(&mut c, &streams[1]);
+    assert_eq!(
+        code_of(c.execute(
+            "INSERT INTO eventstore.events (stream_id, sequence, event_type, payload) VALUES ($1, $2, 'Direct', '{}')",
+            &[&streams[1], &(v + 1)]
+        )),
+        "0A000"
+    );
+    assert_eq!(version(&mut c, &streams[1]), v);
 
     // a failed append inside a transaction leaves nothing behind
     let before = version(&mut c, &streams[4]);
@@ -1055,6 +1068,20 @@ fn a_store_that_held_data_keeps_it_once_distributed() {
     assert_eq!(snapshot, json!({"closed": true}));
     let chain: i64 = c.query_one("SELECT count(*) FROM eventstore.causation_chain('pre-1', 3)", &[]).unwrap().get(0);
     assert!(chain >= 2, "the event, its command and the event that caused it");
+    // every event id stored before is claimed, archived ones too: naming one for another stream is
+    // refused; the archived stream comes back whole
+    let claimed: i64 = c
+        .query_one("SELECT count(*) FROM eventstore.event_ids WHERE stream_id LIKE 'pre-%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, 23);
+    let archived: uuid::Uuid = c.query_one("SELECT event_id FROM eventstore.load_archived_stream('pre-archived', 2, 1)", &[]).unwrap().get(0);
+    assert_eq!(
+        code_of(c.execute("SELECT eventstore.append_event($1, 'Pre', 'E', '{}', event_id => $2)", &[&unique("pre-reuse"), &archived])),
+        "23505"
+    );
+    let restored: i64 = c.query_one("SELECT eventstore.restore_stream('pre-archived')", &[]).unwrap().get(0);
+    assert_eq!((restored, version(&mut c, "pre-archived")), (2, 2));
     // the streams go on where they were, on whichever node they went to
     c.execute("SELECT eventstore.append_event('pre-2', 'Pre', 'D', '{}', expected_version => 2)", &[]).unwrap();
     // the subscription made before goes on from its checkpoint: the 5 events it acknowledged are
@@ -1111,7 +1138,11 @@ fn event_ids_are_checked_across_nodes_inside_a_client_transaction() {
     let mut tx = c.transaction().unwrap();
     assert_eq!(code_of(tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &old])), "23505");
     drop(tx);
-    assert_eq!((version(&mut c, &a), version(&mut c, &b)), (1, 1));
+    // and one the store generated since (not claimed, but marked, so looked up on every node)
+    c.execute("SELECT eventstore.append_event($1, 'TxId', 'Generated', '{}')", &[&b]).unwrap();
+    let generated: uuid::Uuid = c.query_one("SELECT event_id FROM eventstore.last_event($1)", &[&b]).unwrap().get(0);
+    assert_eq!(code_of(c.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &generated])), "23505");
+    assert_eq!((version(&mut c, &a), version(&mut c, &b)), (1, 2));
     check_every_node();
 }
 
