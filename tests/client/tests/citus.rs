@@ -1142,6 +1142,12 @@ fn event_ids_are_checked_across_nodes_inside_a_client_transaction() {
     c.execute("SELECT eventstore.append_event($1, 'TxId', 'Generated', '{}')", &[&b]).unwrap();
     let generated: uuid::Uuid = c.query_one("SELECT event_id FROM eventstore.last_event($1)", &[&b]).unwrap().get(0);
     assert_eq!(code_of(c.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &generated])), "23505");
+    // and one the store generated in the same transaction, not yet committed, on the other node
+    let mut tx = c.transaction().unwrap();
+    tx.execute("SELECT eventstore.append_event($1, 'TxId', 'Generated', '{}')", &[&b]).unwrap();
+    let fresh: uuid::Uuid = tx.query_one("SELECT event_id FROM eventstore.last_event($1)", &[&b]).unwrap().get(0);
+    assert_eq!(code_of(tx.execute("SELECT eventstore.append_event($1, 'TxId', 'E', '{}', event_id => $2)", &[&a, &fresh])), "23505");
+    drop(tx);
     assert_eq!((version(&mut c, &a), version(&mut c, &b)), (1, 2));
     check_every_node();
 }
