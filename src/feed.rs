@@ -210,14 +210,17 @@ fn feed_status(args: Args) -> Datum {
     let (head, safe) = head_and_safe(&spi, next);
     let lagging = if safe < head { count_after(&spi, safe) } else { 0 };
     let blocker = spi.run(&BLOCKER, &[Some(Datum::from(next))], true);
+    // With nothing held back, the oldest running transaction (the notifier writing its state, say)
+    // holds nothing: no blocker is named.
+    let held = lagging > 0;
     let row = [
         Some(Datum::from(head)),
         Some(Datum::from(safe)),
         Some(Datum::from(lagging)),
         blocker.datum(0, 1),
-        blocker.datum(0, 2),
-        blocker.datum(0, 3),
-        blocker.text(0, 4).and_then(|q| q.into_datum()),
+        blocker.datum(0, 2).filter(|_| held),
+        blocker.datum(0, 3).filter(|_| held),
+        blocker.text(0, 4).filter(|_| held).and_then(|q| q.into_datum()),
     ];
     spi.finish();
     crate::spi::return_row(args.0, &row)
