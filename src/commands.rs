@@ -42,7 +42,7 @@ unsafe extern "C-unwind" fn forget_recorded_sub(
     }
 }
 
-fn uuid_bytes(d: Datum) -> [u8; 16] {
+pub(crate) fn uuid_bytes(d: Datum) -> [u8; 16] {
     let mut b = [0u8; 16];
     b.copy_from_slice(unsafe { std::slice::from_raw_parts(d.cast_mut_ptr::<u8>(), 16) });
     b

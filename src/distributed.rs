@@ -236,10 +236,7 @@ pub(crate) fn claim_event_ids(ids: &[Option<pg_sys::Datum>], stream_id: pg_sys::
     // (a query over every shard of every node, 20 to 50 ms here: only for ids that need it)
     let generated: Vec<Option<pg_sys::Datum>> = ids
         .iter()
-        .filter(|d| {
-            let bytes = unsafe { *d.unwrap().cast_mut_ptr::<[u8; 16]>() };
-            crate::append::may_be_generated(u128::from_be_bytes(bytes))
-        })
+        .filter(|d| crate::append::may_be_generated(u128::from_be_bytes(crate::commands::uuid_bytes(d.unwrap()))))
         .copied()
         .collect();
     if !generated.is_empty() {
