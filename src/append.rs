@@ -179,7 +179,7 @@ fn run(args: Args, t: &Target, events: &[NewEvent], here: Option<&'static Stmt>)
             None => distributed::require_local(t.stream_id_datum, &t.stream_id),
             Some(stmt) => {
                 let local = distributed::locate(t.stream_id_datum, &t.stream_id);
-                let ids: Vec<Option<Datum>> = events.iter().filter_map(|e| e.id.map(Some)).collect();
+                let ids = named_ids(events);
                 if !ids.is_empty() {
                     distributed::claim_event_ids(&ids, t.stream_id_datum, &t.stream_id);
                 }
@@ -191,6 +191,11 @@ fn run(args: Args, t: &Target, events: &[NewEvent], here: Option<&'static Stmt>)
         }
     }
     return_i64(append(t, events))
+}
+
+/// The event ids the caller named, in the batch's order.
+fn named_ids(events: &[NewEvent]) -> Vec<Option<Datum>> {
+    events.iter().filter(|e| e.id.is_some()).map(|e| e.id).collect()
 }
 
 /// Splits a JSON array of `{"type", "payload", "metadata"?, "id"?, "version"?}` into events,
@@ -561,8 +566,7 @@ fn insert_with_sql(spi: &Spi, t: &Target, events: &[NewEvent], first: i64, versi
 /// With the stream row locked: if the batch's ids are already in this stream (a retried append),
 /// the sequence of its last event; if some are elsewhere or only part of the batch is there, 23505.
 fn already_appended(spi: &Spi, t: &Target, events: &[NewEvent]) -> Option<i64> {
-    let ids: Vec<Option<Datum>> = events.iter().map(|e| e.id).filter(|d| d.is_some()).collect();
-    let ids = Some(array(&ids, pg_sys::UUIDOID));
+    let ids = Some(array(&named_ids(events), pg_sys::UUIDOID));
     let found = if crate::distributed::distributed() {
         spi.run(&FIND_IDS_IN_STREAM, &[ids, Some(t.stream_id_datum)], false)
     } else {
