@@ -46,6 +46,11 @@ NEW = "{p}-' || $1 || '"
 NEW_STREAM = [
     ("plain INSERT (postgres-es table)",
      f"INSERT INTO baseline.events VALUES ('Bench', '{NEW.format(p='nins')}', 1, 'Tick', '1', '{PAYLOAD}', '{META}')"),
+    ("plain INSERTs (stream and event rows, tables of the store's shape)",
+     f"WITH s AS (INSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) VALUES ('{NEW.format(p='nsins')}', "
+     "'Bench', 1)) INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, payload, "
+     f"metadata, global_position, horizon_xid) SELECT '{NEW.format(p='nsins')}', 1, lpad(to_hex(p), 32, '0')::uuid, "
+     f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM nextval('baseline.store_shaped_position') AS p"),
     ("PL/pgSQL append", f"SELECT baseline.append_event('{NEW.format(p='nplp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event", f"SELECT eventstore.append_event('{NEW.format(p='nes')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event, expected_version => 0",
@@ -95,7 +100,7 @@ def single_user(datadir, sql, callgrind_out=None):
     return text
 
 
-def instructions(template, statement, n, work):
+def instructions(template, statement, n, work, keep=None):
     datadir = os.path.join(work, "run")
     shutil.rmtree(datadir, ignore_errors=True)
     shutil.copytree(template, datadir, symlinks=True)
@@ -105,7 +110,10 @@ def instructions(template, statement, n, work):
     single_user(datadir, f"SET pg_eventstore.notify = off;\n\nPREPARE p(bigint) AS {statement};\n\n{calls}\n\n", out)
     with open(out) as f:
         total = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
-    os.remove(out)
+    if keep:
+        shutil.move(out, keep)
+    else:
+        os.remove(out)
     return total
 
 
@@ -115,6 +123,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="few calls, debug build: checks that it runs")
     ap.add_argument("--only", default="single,new,command,batch,trigger", help="comma-separated workloads")
     ap.add_argument("--match", default="", help="only the variants whose name contains this")
+    ap.add_argument("--keep", metavar="DIR", help="keep each variant's callgrind profile of the longer run "
+                    "there, for callgrind_annotate")
     args = ap.parse_args()
     n1, n2 = (int(x) for x in ("5,15" if args.smoke else args.calls).split(","))
 
@@ -143,7 +153,12 @@ def main():
         for name, statement in variants:
             if args.match not in name:
                 continue
-            per_call = (instructions(template, statement, b, work) - instructions(template, statement, a, work)) / (b - a)
+            keep = None
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                slug = "".join(c if c.isalnum() else "_" for c in f"{key}_{name}")
+                keep = os.path.join(args.keep, f"{slug}.callgrind")
+            per_call = (instructions(template, statement, b, work, keep) - instructions(template, statement, a, work)) / (b - a)
             per_unit = per_call / (100 if per == "event" else 1)
             counts.append((name, per_unit))
             print(f"  {name}: {per_unit:,.0f} instructions per {per}", flush=True)

@@ -31,6 +31,10 @@ NOTIFY_OFF = {"PGOPTIONS": "-c pg_eventstore.notify=off"}
 OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 
 
+# --waits: sample what the benchmark's backends wait for while each variant runs (see run_variant).
+WAITS = False
+WAL_FLUSH = {"LWLock:WALWrite", "IO:WALSync", "IO:WALWrite"}
+
 WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale", "lifecycle"]
 COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
 
@@ -57,6 +61,7 @@ class Variant:
         self.round_tps, self.latencies = [], []
         self.retried = 0
         self.failed = 0
+        self.waits = {}
 
 
 def run_variant(v, seconds, workdir, round_no=0):
@@ -70,7 +75,22 @@ def run_variant(v, seconds, workdir, round_no=0):
     cmd = [os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", str(v.clients), "-j", "2",
            "-T", str(seconds), "-D", "n=0", "-D", f"run={os.getpid()}{round_no}", "-f", path,
            "-l", f"--log-prefix={prefix}"] + v.options + [v.db]
+    sampler = None
+    if WAITS:
+        # Every 10 ms, each pgbench backend's wait event (none: on CPU), each sample its own
+        # transaction (pg_stat_activity is read once per transaction). About as many samples as fit
+        # in the run; the few after it find no pgbench backend.
+        sample = ("SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+                  "WHERE application_name = 'pgbench' AND state <> 'idle';\nSELECT pg_sleep(0.01);\n")
+        sampler = subprocess.Popen(["psql", "-qAtX", "-d", v.db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=True)
+        sampler.stdin.write(sample * (seconds * 85))
+        sampler.stdin.close()
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **v.env})
+    if sampler:
+        for line in sampler.stdout.read().split():
+            v.waits[line] = v.waits.get(line, 0) + 1
+        sampler.wait()
     if out.returncode != 0:
         sys.exit(f"pgbench failed for {v.name}:\n{out.stdout}\n{out.stderr}")
     m = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out.stdout, re.M)
@@ -120,13 +140,20 @@ def ratio(v, b, inverse=False):
 def table(variants, baselines):
     head = "| variant | clients | tx/s | events/s | p50 ms | p99 ms | " + " | ".join(
         f"× {b.name}" for b in baselines) + " |"
-    rows = [head, "|" + "---|" * (6 + len(baselines))]
+    if WAITS:
+        head += " waiting for the WAL flush | on CPU |"
+    rows = [head, "|" + "---|" * (6 + len(baselines) + (2 if WAITS else 0))]
     for v in variants:
         ratios = " | ".join(f"{ratio(v, b):.2f}" if b is not v else "1.00"
                             for b in baselines)
         extra = f" ({v.retried} retried)" if v.retried else ""
-        rows.append(f"| {v.name}{extra} | {v.clients} | {v.tps:.0f} | {v.tps * v.events:.0f} | "
-                    f"{v.p50:.3f} | {v.p99:.3f} | {ratios} |")
+        row = (f"| {v.name}{extra} | {v.clients} | {v.tps:.0f} | {v.tps * v.events:.0f} | "
+               f"{v.p50:.3f} | {v.p99:.3f} | {ratios} |")
+        if WAITS:
+            n = max(1, sum(v.waits.values()))
+            row += (f" {100 * sum(c for w, c in v.waits.items() if w in WAL_FLUSH) / n:.0f}% |"
+                    f" {100 * v.waits.get('CPU', 0) / n:.0f}% |")
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -245,7 +272,10 @@ def main():
     ap.add_argument("--rounds", type=int, help="rounds per workload, variants alternating (default 3; smoke 1)")
     ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
+    ap.add_argument("--waits", action="store_true", help="sample the backends' wait events (adds two columns)")
     args = ap.parse_args()
+    global WAITS
+    WAITS = args.waits
     seconds = args.seconds or (2 if args.smoke else 30)
     rounds = args.rounds or (1 if args.smoke else 3)
     scale = [int(s) for s in (args.scale or ("10000,20000" if args.smoke else "1000000,10000000")).split(",")]
@@ -314,6 +344,15 @@ def main():
             Variant("plain INSERT (postgres-es table)",
                     "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'nins-' || :client_id || '-' || :run || '-' || :n, 1, "
                     f"'Tick', '1', '{PAYLOAD}', '{META}');\n"),
+            # The two rows append_event writes, by plain INSERTs into bare tables of the store's shape
+            # (streams with its primary key; events with its four indexes): what the schema costs.
+            Variant("plain INSERTs (stream and event rows, tables of the store's shape)",
+                    "\\set n :n + 1\nWITH s AS (INSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
+                    "VALUES ('nsins-' || :client_id || '-' || :run || '-' || :n, 'Bench', 1)) "
+                    "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, "
+                    "payload, metadata, global_position, horizon_xid) SELECT 'nsins-' || :client_id || '-' || :run || '-' || :n, "
+                    f"1, lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
+                    "FROM nextval('baseline.store_shaped_position') AS p;\n"),
             Variant("PL/pgSQL append (creates the stream)",
                     f"\\set n :n + 1\nSELECT baseline.append_event({fresh.format(p='nplp')}, 'Bench', 'Tick', '{PAYLOAD}', '{META}');\n"),
             Variant("append_event (creates the stream)",
@@ -325,8 +364,9 @@ def main():
         ]
         run_workload(new, seconds, work, rounds)
         section("1b. First event of a new stream (8 clients, a new stream per transaction)",
-                table(new, new[:2]) + "\n\nTargets: append_event ≥ 0.80 × plain INSERT and ≥ 1.15 × the PL/pgSQL append "
-                "creating the stream.")
+                table(new, [new[0], new[2], new[1]]) + "\n\nTargets: append_event ≥ 0.80 × plain INSERT and ≥ 1.15 × "
+                "the PL/pgSQL append creating the stream. The third baseline writes append_event's two rows into bare "
+                "tables of the store's shape: the floor for this schema.")
 
     # 1c. A command and the event it caused, in one statement (Sequent's command loop).
     if "command" in only:

@@ -107,6 +107,9 @@ $$;
 -- to separate what the store's code costs from what its indexes cost.
 CREATE TABLE baseline.store_shaped_events (LIKE eventstore.events INCLUDING DEFAULTS INCLUDING INDEXES);
 CREATE SEQUENCE baseline.store_shaped_position;
+-- The same for the streams table, for the new-stream workload: the stream row and the event row
+-- written by one statement of two plain INSERTs, the floor of a first append in this schema.
+CREATE TABLE baseline.store_shaped_streams (LIKE eventstore.streams INCLUDING DEFAULTS INCLUDING INDEXES);
 
 -- No autovacuum in the bench database: its workers started several times a run, on whichever
 -- variant was running. (A VACUUM before each run instead was worse: the pages it dirtied were
