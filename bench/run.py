@@ -34,6 +34,9 @@ OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 # --waits: sample what the benchmark's backends wait for while each variant runs (see run_variant).
 WAITS = False
 WAL_FLUSH = {"LWLock:WALWrite", "IO:WALSync", "IO:WALWrite"}
+# --async-commit: every variant's sessions commit without waiting for the WAL flush, so that tx/s
+# measures the work of a transaction rather than this machine's fsync latency.
+SESSION_OPTIONS = ""
 
 WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale", "lifecycle"]
 COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
@@ -86,7 +89,10 @@ def run_variant(v, seconds, workdir, round_no=0):
                                    text=True)
         sampler.stdin.write(sample * (seconds * 85))
         sampler.stdin.close()
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **v.env})
+    env = {**os.environ, **v.env}
+    if SESSION_OPTIONS:
+        env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + SESSION_OPTIONS).strip()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if sampler:
         for line in sampler.stdout.read().split():
             v.waits[line] = v.waits.get(line, 0) + 1
@@ -273,9 +279,12 @@ def main():
     ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     ap.add_argument("--waits", action="store_true", help="sample the backends' wait events (adds two columns)")
+    ap.add_argument("--async-commit", action="store_true",
+                    help="every variant with synchronous_commit = off: CPU-bound, not fsync-bound")
     args = ap.parse_args()
-    global WAITS
+    global WAITS, SESSION_OPTIONS
     WAITS = args.waits
+    SESSION_OPTIONS = "-c synchronous_commit=off" if args.async_commit else ""
     seconds = args.seconds or (2 if args.smoke else 30)
     rounds = args.rounds or (1 if args.smoke else 3)
     scale = [int(s) for s in (args.scale or ("10000,20000" if args.smoke else "1000000,10000000")).split(",")]
