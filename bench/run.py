@@ -82,21 +82,26 @@ def run_variant(v, seconds, workdir, round_no=0):
     if WAITS:
         # Every 10 ms, each pgbench backend's wait event (none: on CPU), each sample its own
         # transaction (pg_stat_activity is read once per transaction). About as many samples as fit
-        # in the run; the few after it find no pgbench backend.
+        # in the run; the few after it find no pgbench backend. Script and samples go through files:
+        # through pipes, writing the script delayed pgbench's start, and a full output pipe (64
+        # clients fill it within a second) could block psql while the script was still being written.
         sample = ("SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
                   "WHERE application_name = 'pgbench' AND state <> 'idle';\nSELECT pg_sleep(0.01);\n")
-        sampler = subprocess.Popen(["psql", "-qAtX", "-d", v.db], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   text=True)
-        sampler.stdin.write(sample * (seconds * 85))
-        sampler.stdin.close()
+        waits = os.path.join(workdir, "waits_" + re.sub(r"\W+", "_", v.name))  # not under pgbench's log prefix
+        with open(waits + ".sql", "w") as f:
+            f.write(sample * (seconds * 85))
+        samples = open(waits + ".out", "w+")
+        sampler = subprocess.Popen(["psql", "-qAtX", "-d", v.db, "-f", waits + ".sql"], stdout=samples)
     env = {**os.environ, **v.env}
     if SESSION_OPTIONS:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + SESSION_OPTIONS).strip()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if sampler:
-        for line in sampler.stdout.read().split():
-            v.waits[line] = v.waits.get(line, 0) + 1
         sampler.wait()
+        samples.seek(0)
+        for line in samples.read().split():
+            v.waits[line] = v.waits.get(line, 0) + 1
+        samples.close()
     if out.returncode != 0:
         sys.exit(f"pgbench failed for {v.name}:\n{out.stdout}\n{out.stderr}")
     m = re.search(r"^tps = ([\d.]+) \(without initial connection time\)", out.stdout, re.M)
