@@ -362,9 +362,9 @@ def main():
             # (streams with its primary key; events with its four indexes): what the schema costs.
             Variant("plain INSERTs (stream and event rows, tables of the store's shape)",
                     "\\set n :n + 1\nWITH s AS (INSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
-                    "VALUES ('nsins-' || :client_id || '-' || :run || '-' || :n, 'Bench', 1)) "
+                    f"VALUES ({fresh.format(p='nsins')}, 'Bench', 1)) "
                     "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, "
-                    "payload, metadata, global_position, horizon_xid) SELECT 'nsins-' || :client_id || '-' || :run || '-' || :n, "
+                    f"payload, metadata, global_position, horizon_xid) SELECT {fresh.format(p='nsins')}, "
                     f"1, lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
                     "FROM nextval('baseline.store_shaped_position') AS p;\n"),
             Variant("PL/pgSQL append (creates the stream)",
