@@ -38,9 +38,17 @@ SINGLE = [
      "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, payload, "
      f"metadata, global_position, horizon_xid) SELECT '{STREAM.format(p='sins')}', {SEQ}, lpad(to_hex(p), 32, '0')::uuid, "
      f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM nextval('baseline.store_shaped_position') AS p"),
+    # the stream's version bumped as append_event bumps it (the 8 stream rows: SINGLE_SETUP)
+    ("plain UPDATE and INSERT (stream version and event row, tables of the store's shape)",
+     f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = '{STREAM.format(p='sxs')}' "
+     "RETURNING version) INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, "
+     f"payload, metadata, global_position, horizon_xid) SELECT '{STREAM.format(p='sxs')}', s.version, lpad(to_hex(p), 32, '0')::uuid, "
+     f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM s, nextval('baseline.store_shaped_position') AS p"),
     ("PL/pgSQL append", f"SELECT baseline.append_event('{STREAM.format(p='plp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event", f"SELECT eventstore.append_event('{STREAM.format(p='es')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
 ]
+SINGLE_SETUP = ("INSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
+                "SELECT 'sxs-' || k, 'Bench', 0 FROM generate_series(0, 7) AS k;\n\n")
 # The first event of a new stream: every call appends to a stream of its own.
 NEW = "{p}-' || $1 || '"
 NEW_STREAM = [
@@ -136,7 +144,7 @@ def main():
     subprocess.run(["sudo", "-u", "postgres", os.path.join(BIN, "postgres"), "--single", "-D", template, "-j",
                     "postgres"], input="CREATE DATABASE bench;\n\n", check=True, capture_output=True, text=True)
     with open(os.path.join(HERE, "setup.sql")) as f:
-        single_user(template, f.read())
+        single_user(template, f.read() + "\n\n" + SINGLE_SETUP)
 
     lines = []
     ap_only = set(args.only.split(","))
