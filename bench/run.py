@@ -33,6 +33,9 @@ OWN_NOTIFY = {"PGOPTIONS": "-c pg_eventstore.notifier=off"}
 
 # --waits: sample what the benchmark's backends wait for while each variant runs (see run_variant).
 WAITS = False
+# --wal: WAL bytes per transaction of each variant, from the insert position before and after its runs
+# (everything the server wrote meanwhile counts: full-page images, the notifier's, autovacuum's).
+WAL = False
 WAL_FLUSH = {"LWLock:WALWrite", "IO:WALSync", "IO:WALWrite"}
 # --async-commit: every variant's sessions commit without waiting for the WAL flush, so that tx/s
 # measures the work of a transaction rather than this machine's fsync latency.
@@ -65,6 +68,7 @@ class Variant:
         self.retried = 0
         self.failed = 0
         self.waits = {}
+        self.wal_bytes = self.transactions = 0
 
 
 def run_variant(v, seconds, workdir, round_no=0):
@@ -95,7 +99,12 @@ def run_variant(v, seconds, workdir, round_no=0):
     env = {**os.environ, **v.env}
     if SESSION_OPTIONS:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + SESSION_OPTIONS).strip()
+    lsn = "SELECT pg_current_wal_insert_lsn()"
+    start = psql(lsn, db=v.db).strip() if WAL else None
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if WAL:
+        v.wal_bytes += int(float(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{start}')", db=v.db)))
+        v.transactions += int(re.search(r"number of transactions actually processed: (\d+)", out.stdout).group(1))
     if sampler:
         sampler.wait()
         samples.seek(0)
@@ -153,7 +162,9 @@ def table(variants, baselines):
         f"× {b.name}" for b in baselines) + " |"
     if WAITS:
         head += " waiting for the WAL flush | on CPU |"
-    rows = [head, "|" + "---|" * (6 + len(baselines) + (2 if WAITS else 0))]
+    if WAL:
+        head += " WAL bytes/tx |"
+    rows = [head, "|" + "---|" * (6 + len(baselines) + (2 if WAITS else 0) + (1 if WAL else 0))]
     for v in variants:
         ratios = " | ".join(f"{ratio(v, b):.2f}" if b is not v else "1.00"
                             for b in baselines)
@@ -164,7 +175,16 @@ def table(variants, baselines):
             n = max(1, sum(v.waits.values()))
             row += (f" {100 * sum(c for w, c in v.waits.items() if w in WAL_FLUSH) / n:.0f}% |"
                     f" {100 * v.waits.get('CPU', 0) / n:.0f}% |")
+        if WAL:
+            row += f" {v.wal_bytes / max(1, v.transactions):.0f} |"
         rows.append(row)
+    if WAITS:
+        # The columns above say how much is the flush and the CPU; this says what the rest is.
+        rows.append("")
+        for v in variants:
+            n = max(1, sum(v.waits.values()))
+            top = sorted(v.waits.items(), key=lambda kv: -kv[1])[:6]
+            rows.append(f"- {v.name}: " + ", ".join(f"{w} {100 * c / n:.0f}%" for w, c in top))
     return "\n".join(rows)
 
 
@@ -284,11 +304,12 @@ def main():
     ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     ap.add_argument("--waits", action="store_true", help="sample the backends' wait events (adds two columns)")
+    ap.add_argument("--wal", action="store_true", help="WAL bytes per transaction (adds a column)")
     ap.add_argument("--async-commit", action="store_true",
                     help="every variant with synchronous_commit = off: CPU-bound, not fsync-bound")
     args = ap.parse_args()
-    global WAITS, SESSION_OPTIONS
-    WAITS = args.waits
+    global WAITS, WAL, SESSION_OPTIONS
+    WAITS, WAL = args.waits, args.wal
     SESSION_OPTIONS = "-c synchronous_commit=off" if args.async_commit else ""
     seconds = args.seconds or (2 if args.smoke else 30)
     rounds = args.rounds or (1 if args.smoke else 3)
