@@ -69,6 +69,7 @@ class Variant:
         self.failed = 0
         self.waits = {}
         self.wal_bytes = self.transactions = 0
+        self.wal_records = ""
 
 
 def run_variant(v, seconds, workdir, round_no=0):
@@ -127,6 +128,33 @@ def run_variant(v, seconds, workdir, round_no=0):
                     v.latencies.append(int(parts[2]))
 
 
+def wal_records(v, workdir, n=2000):
+    """What n transactions of `v` by one client write to the WAL, by record type (pg_waldump
+    --stats=record): each type's records per transaction and their average size, full-page images
+    apart (how many there are depends on how long ago the last checkpoint was)."""
+    path = os.path.join(workdir, "wal_" + re.sub(r"\W+", "_", v.name) + ".sql")
+    with open(path, "w") as f:
+        f.write(v.script)
+    lsn = "SELECT pg_current_wal_insert_lsn()"
+    start = psql(lsn, db=v.db).strip()
+    subprocess.run([os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", "1", "-t", str(n), "-D", "n=0",
+                    "-D", f"run={os.getpid()}99", "-f", path, v.db], check=True, capture_output=True,
+                   env={**os.environ, **v.env})
+    end = psql(lsn, db=v.db).strip()
+    psql("SELECT pg_switch_wal()", db=v.db)  # pg_waldump reads only whole segments
+    wal = os.path.join(psql("SHOW data_directory", db=v.db).strip(), "pg_wal")
+    out = subprocess.run([os.path.join(BIN, "pg_waldump"), "-p", wal, "-s", start, "-e", end, "--stats=record"],
+                         capture_output=True, text=True).stdout
+    rows, fpi = [], 0
+    for m in re.finditer(r"^(\S+/\S+)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)", out, re.M):
+        kind, count, size, fpi_size = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
+        fpi += fpi_size
+        if count:
+            rows.append((size, f"{kind} {count / n:.2f} × {size / count:.0f} B"))
+    rows.sort(reverse=True)
+    return (", ".join(r for _, r in rows[:8]) + f"; full-page images {fpi / n:.0f} B per transaction")
+
+
 def median(xs):
     xs = sorted(xs)
     n = len(xs)
@@ -141,6 +169,8 @@ def run_workload(variants, seconds, workdir, rounds):
         for v in (variants if r % 2 == 0 else variants[::-1]):
             run_variant(v, max(1, seconds // rounds), workdir, r)
     for v in variants:
+        if WAL:
+            v.wal_records = wal_records(v, workdir)
         v.tps = median(v.round_tps)
         lat = sorted(v.latencies)
         if lat:
@@ -185,6 +215,9 @@ def table(variants, baselines):
             n = max(1, sum(v.waits.values()))
             top = sorted(v.waits.items(), key=lambda kv: -kv[1])[:6]
             rows.append(f"- {v.name}: " + ", ".join(f"{w} {100 * c / n:.0f}%" for w, c in top))
+    if WAL:
+        rows.append("\nWAL records per transaction (2,000 transactions by one client, pg_waldump --stats=record):\n")
+        rows.extend(f"- {v.name}: {v.wal_records}" for v in variants)
     return "\n".join(rows)
 
 
@@ -304,7 +337,8 @@ def main():
     ap.add_argument("--scale", default=None, help="comma-separated store sizes for the scale workload")
     ap.add_argument("--only", help="comma-separated workloads (default: all but schema; --smoke: all)")
     ap.add_argument("--waits", action="store_true", help="sample the backends' wait events (adds two columns)")
-    ap.add_argument("--wal", action="store_true", help="WAL bytes per transaction (adds a column)")
+    ap.add_argument("--wal", action="store_true",
+                    help="WAL bytes per transaction (adds a column), and each variant's WAL records by type")
     ap.add_argument("--async-commit", action="store_true",
                     help="every variant with synchronous_commit = off: CPU-bound, not fsync-bound")
     args = ap.parse_args()
