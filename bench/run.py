@@ -36,6 +36,7 @@ WAITS = False
 # --wal: WAL bytes per transaction of each variant, from the insert position before and after its runs
 # (everything the server wrote meanwhile counts: full-page images, the notifier's, autovacuum's).
 WAL = False
+WAL_TRANSACTIONS = 2000  # per variant, for its WAL records by type (--smoke: 100)
 WAL_FLUSH = {"LWLock:WALWrite", "IO:WALSync", "IO:WALWrite"}
 # --async-commit: every variant's sessions commit without waiting for the WAL flush, so that tx/s
 # measures the work of a transaction rather than this machine's fsync latency.
@@ -128,7 +129,7 @@ def run_variant(v, seconds, workdir, round_no=0):
                     v.latencies.append(int(parts[2]))
 
 
-def wal_records(v, workdir, n=2000):
+def wal_records(v, workdir, n):
     """What n transactions of `v` by one client write to the WAL, by record type (pg_waldump
     --stats=record): each type's records per transaction and their average size, full-page images
     apart (how many there are depends on how long ago the last checkpoint was)."""
@@ -141,7 +142,7 @@ def wal_records(v, workdir, n=2000):
                     "-D", f"run={os.getpid()}99", "-f", path, v.db], check=True, capture_output=True,
                    env={**os.environ, **v.env})
     end = psql(lsn, db=v.db).strip()
-    psql("SELECT pg_switch_wal()", db=v.db)  # pg_waldump reads only whole segments
+    psql("SELECT pg_switch_wal()", db=v.db)  # flushed and closed: pg_waldump finds every record up to `end`
     wal = os.path.join(psql("SHOW data_directory", db=v.db).strip(), "pg_wal")
     out = subprocess.run([os.path.join(BIN, "pg_waldump"), "-p", wal, "-s", start, "-e", end, "--stats=record"],
                          capture_output=True, text=True).stdout
@@ -170,7 +171,7 @@ def run_workload(variants, seconds, workdir, rounds):
             run_variant(v, max(1, seconds // rounds), workdir, r)
     for v in variants:
         if WAL:
-            v.wal_records = wal_records(v, workdir)
+            v.wal_records = wal_records(v, workdir, WAL_TRANSACTIONS)
         v.tps = median(v.round_tps)
         lat = sorted(v.latencies)
         if lat:
@@ -216,7 +217,8 @@ def table(variants, baselines):
             top = sorted(v.waits.items(), key=lambda kv: -kv[1])[:6]
             rows.append(f"- {v.name}: " + ", ".join(f"{w} {100 * c / n:.0f}%" for w, c in top))
     if WAL:
-        rows.append("\nWAL records per transaction (2,000 transactions by one client, pg_waldump --stats=record):\n")
+        rows.append(f"\nWAL records per transaction ({WAL_TRANSACTIONS:,} transactions by one client, "
+                    "pg_waldump --stats=record):\n")
         rows.extend(f"- {v.name}: {v.wal_records}" for v in variants)
     return "\n".join(rows)
 
@@ -342,8 +344,10 @@ def main():
     ap.add_argument("--async-commit", action="store_true",
                     help="every variant with synchronous_commit = off: CPU-bound, not fsync-bound")
     args = ap.parse_args()
-    global WAITS, WAL, SESSION_OPTIONS
+    global WAITS, WAL, WAL_TRANSACTIONS, SESSION_OPTIONS
     WAITS, WAL = args.waits, args.wal
+    if args.smoke:
+        WAL_TRANSACTIONS = 100
     SESSION_OPTIONS = "-c synchronous_commit=off" if args.async_commit else ""
     seconds = args.seconds or (2 if args.smoke else 30)
     rounds = args.rounds or (1 if args.smoke else 3)

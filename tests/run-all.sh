@@ -44,8 +44,9 @@ case " ${TIERS:-citus} " in
         [ -n "$citus_note" ] && echo "=== $citus_note" ;;
 esac
 rm -f bench/results/smoke.md bench/results/instructions-smoke.md bench/results/adapter-smoke.md
-# The benchmark suite in smoke mode: a few seconds per workload, to show it runs. No timing is checked.
-run bench_smoke bash bench/run.sh --smoke
+# The benchmark suite in smoke mode: a few seconds per workload, to show it runs (with its diagnostics:
+# wait events, WAL). No timing is checked.
+run bench_smoke bash bench/run.sh --smoke --waits --wal
 # The instruction counts (callgrind) in smoke mode: a few calls per workload, to show the harness runs.
 run instructions_smoke bash bench/instructions.sh --smoke
 # The cqrs-es adapter's overhead in smoke mode.
