@@ -139,7 +139,7 @@ def wal_records(v, workdir, n):
     lsn = "SELECT pg_current_wal_insert_lsn()"
     start = psql(lsn, db=v.db).strip()
     subprocess.run([os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", "1", "-t", str(n), "-D", "n=0",
-                    "-D", f"run={os.getpid()}99", "-f", path, v.db], check=True, capture_output=True,
+                    "-D", f"run={os.getpid()}99", "-f", path] + v.options + [v.db], check=True, capture_output=True,
                    env={**os.environ, **v.env})
     end = psql(lsn, db=v.db).strip()
     psql("SELECT pg_switch_wal()", db=v.db)  # flushed and closed: pg_waldump finds every record up to `end`
