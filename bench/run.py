@@ -37,6 +37,7 @@ WAITS = False
 # (everything the server wrote meanwhile counts: full-page images, the notifier's, autovacuum's).
 WAL = False
 WAL_TRANSACTIONS = 2000  # per variant, for its WAL records by type (--smoke: 100)
+WAL_POSITION = "SELECT pg_current_wal_insert_lsn()"
 WAL_FLUSH = {"LWLock:WALWrite", "IO:WALSync", "IO:WALWrite"}
 # --async-commit: every variant's sessions commit without waiting for the WAL flush, so that tx/s
 # measures the work of a transaction rather than this machine's fsync latency.
@@ -44,6 +45,26 @@ SESSION_OPTIONS = ""
 
 WORKLOADS = ["single", "new", "command", "many", "contended", "batch", "load", "scale", "lifecycle"]
 COMMAND_PAYLOAD = '{"amount": 125, "account": "DE89370400440532013000"}'
+
+
+def plain_insert(prefix):
+    """The postgres-es baseline: one event row INSERTed into its table, each client on its own stream."""
+    return ("\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', '" + prefix + "-' || :client_id || '-' || :run, "
+            f":n, 'Tick', '1', '{PAYLOAD}', '{META}');\n")
+
+
+def existing_floor(prefix, events):
+    """The two rows append_event writes to an existing stream, by plain SQL into bare tables of the
+    store's shape: the stream's version bumped by an UPDATE (its row made by the client's first
+    transaction) and the event row INSERTed into `events`, in one statement."""
+    stream = f"'{prefix}-' || :client_id || '-' || :run"
+    return ("\\set n :n + 1\n\\if :n = 1\nINSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
+            f"VALUES ({stream}, 'Bench', 0);\n\\endif\n"
+            f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = {stream} "
+            f"RETURNING version) INSERT INTO {events} (stream_id, sequence, event_id, stream_type, event_type, "
+            f"payload, metadata, global_position, horizon_xid) SELECT {stream}, s.version, "
+            f"lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
+            "FROM s, nextval('baseline.store_shaped_position') AS p;\n")
 
 
 def psql(sql, db=DB):
@@ -101,8 +122,7 @@ def run_variant(v, seconds, workdir, round_no=0):
     env = {**os.environ, **v.env}
     if SESSION_OPTIONS:
         env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " " + SESSION_OPTIONS).strip()
-    lsn = "SELECT pg_current_wal_insert_lsn()"
-    start = psql(lsn, db=v.db).strip() if WAL else None
+    start = psql(WAL_POSITION, db=v.db).strip() if WAL else None
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if WAL:
         v.wal_bytes += int(float(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{start}')", db=v.db)))
@@ -136,12 +156,11 @@ def wal_records(v, workdir, n):
     path = os.path.join(workdir, "wal_" + re.sub(r"\W+", "_", v.name) + ".sql")
     with open(path, "w") as f:
         f.write(v.script)
-    lsn = "SELECT pg_current_wal_insert_lsn()"
-    start = psql(lsn, db=v.db).strip()
+    start = psql(WAL_POSITION, db=v.db).strip()
     subprocess.run([os.path.join(BIN, "pgbench"), "-n", "-M", "prepared", "-c", "1", "-t", str(n), "-D", "n=0",
                     "-D", f"run={os.getpid()}99", "-f", path] + v.options + [v.db], check=True, capture_output=True,
                    env={**os.environ, **v.env})
-    end = psql(lsn, db=v.db).strip()
+    end = psql(WAL_POSITION, db=v.db).strip()
     psql("SELECT pg_switch_wal()", db=v.db)  # flushed and closed: pg_waldump finds every record up to `end`
     wal = os.path.join(psql("SHOW data_directory", db=v.db).strip(), "pg_wal")
     out = subprocess.run([os.path.join(BIN, "pg_waldump"), "-p", wal, "-s", start, "-e", end, "--stats=record"],
@@ -382,9 +401,7 @@ def main():
     if "single" in only:
         print("single-event append", flush=True)
         single = [
-            Variant("plain INSERT (postgres-es table)",
-                    "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'ins-' || :client_id || '-' || :run, :n, "
-                    f"'Tick', '1', '{PAYLOAD}', '{META}');\n"),
+            Variant("plain INSERT (postgres-es table)", plain_insert("ins")),
             Variant("PL/pgSQL append", f"SELECT baseline.append_event({stream.format(p='plp')}, 'Bench', 'Tick', "
                                        f"'{PAYLOAD}', '{META}');\n"),
             # The row append_event writes, by a plain INSERT into a bare table with the store's columns
@@ -399,14 +416,7 @@ def main():
             # stream's version bumped by an UPDATE (its row made by the client's first transaction) and
             # the event row INSERTed, in one statement. What the schema costs for this append.
             Variant("plain UPDATE and INSERT (stream version and event row, tables of the store's shape)",
-                    "\\set n :n + 1\n\\if :n = 1\nINSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
-                    f"VALUES ({stream.format(p='sxs')}, 'Bench', 0);\n\\endif\n"
-                    "WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 "
-                    f"WHERE stream_id = {stream.format(p='sxs')} RETURNING version) "
-                    "INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, "
-                    f"payload, metadata, global_position, horizon_xid) SELECT {stream.format(p='sxs')}, s.version, "
-                    f"lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
-                    "FROM s, nextval('baseline.store_shaped_position') AS p;\n"),
+                    existing_floor("sxs", "baseline.store_shaped_events")),
             Variant("append_event", f"SELECT eventstore.append_event({stream.format(p='es')}, 'Bench', 'Tick', "
                                     f"'{PAYLOAD}', '{META}');\n"),
             Variant("append_event, notify off", f"SELECT eventstore.append_event({stream.format(p='esq')}, 'Bench', "
@@ -479,8 +489,7 @@ def main():
         print("single-event append, 64 clients", flush=True)
         many = [
             Variant("plain INSERT (postgres-es table)",
-                    "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'mins-' || :client_id || '-' || :run, :n, "
-                    f"'Tick', '1', '{PAYLOAD}', '{META}');\n", clients=64),
+                    plain_insert("mins"), clients=64),
             Variant("PL/pgSQL append", f"SELECT baseline.append_event({stream.format(p='mplp')}, 'Bench', 'Tick', "
                                        f"'{PAYLOAD}', '{META}');\n", clients=64),
             Variant("append_event", f"SELECT eventstore.append_event({stream.format(p='mes')}, 'Bench', 'Tick', "
@@ -510,20 +519,9 @@ def main():
             if category:
                 ddl += f"CREATE INDEX ON baseline.floor_{tag} (stream_type, global_position);\n"
         psql(ddl)
-        schema = [Variant("plain INSERT (postgres-es table)",
-                          "\\set n :n + 1\nINSERT INTO baseline.events VALUES ('Bench', 'fins-' || :client_id || '-' || :run, "
-                          f":n, 'Tick', '1', '{PAYLOAD}', '{META}');\n")]
-        for name, tag, _, _ in shapes:
-            s_id = stream.format(p="f" + tag)
-            schema.append(Variant(
-                f"plain UPDATE and INSERT, {name}",
-                f"\\set n :n + 1\n\\if :n = 1\nINSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
-                f"VALUES ({s_id}, 'Bench', 0);\n\\endif\n"
-                f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = {s_id} "
-                f"RETURNING version) INSERT INTO baseline.floor_{tag} (stream_id, sequence, event_id, stream_type, "
-                f"event_type, payload, metadata, global_position, horizon_xid) SELECT {s_id}, s.version, "
-                f"lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
-                "FROM s, nextval('baseline.store_shaped_position') AS p;\n"))
+        schema = [Variant("plain INSERT (postgres-es table)", plain_insert("fins"))]
+        schema += [Variant(f"plain UPDATE and INSERT, {name}", existing_floor("f" + tag, f"baseline.floor_{tag}"))
+                   for name, tag, _, _ in shapes]
         run_workload(schema, seconds, work, rounds)
         section("1e. The existing-stream floor with fewer indexes (8 clients, each on its own stream)",
                 table(schema, schema[:2]) + "\n\nEach variant bumps the stream's version and inserts the event "
