@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from run import META, PAYLOAD, batch_json, machine
+from run import META, PAYLOAD, batch_json, floor_update_insert, machine
 
 BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 # results of another major than the default 15 say so in their name
@@ -40,10 +40,7 @@ SINGLE = [
      f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM nextval('baseline.store_shaped_position') AS p"),
     # the stream's version bumped as append_event bumps it (the 8 stream rows: SINGLE_SETUP)
     ("plain UPDATE and INSERT (stream version and event row, tables of the store's shape)",
-     f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = '{STREAM.format(p='sxs')}' "
-     "RETURNING version) INSERT INTO baseline.store_shaped_events (stream_id, sequence, event_id, stream_type, event_type, "
-     f"payload, metadata, global_position, horizon_xid) SELECT '{STREAM.format(p='sxs')}', s.version, lpad(to_hex(p), 32, '0')::uuid, "
-     f"'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() FROM s, nextval('baseline.store_shaped_position') AS p"),
+     floor_update_insert(f"'{STREAM.format(p='sxs')}'", "baseline.store_shaped_events")),
     ("PL/pgSQL append", f"SELECT baseline.append_event('{STREAM.format(p='plp')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
     ("append_event", f"SELECT eventstore.append_event('{STREAM.format(p='es')}', 'Bench', 'Tick', '{PAYLOAD}', '{META}')"),
 ]

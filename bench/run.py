@@ -53,18 +53,23 @@ def plain_insert(prefix):
             f":n, 'Tick', '1', '{PAYLOAD}', '{META}');\n")
 
 
-def existing_floor(prefix, events):
-    """The two rows append_event writes to an existing stream, by plain SQL into bare tables of the
-    store's shape: the stream's version bumped by an UPDATE (its row made by the client's first
-    transaction) and the event row INSERTed into `events`, in one statement."""
-    stream = f"'{prefix}-' || :client_id || '-' || :run"
-    return ("\\set n :n + 1\n\\if :n = 1\nINSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
-            f"VALUES ({stream}, 'Bench', 0);\n\\endif\n"
-            f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = {stream} "
+def floor_update_insert(stream, events):
+    """The two rows append_event writes to an existing stream, by one statement of plain SQL into bare
+    tables of the store's shape: the stream's version bumped by an UPDATE and the event row INSERTed
+    into `events`. `stream` is an SQL expression for the stream id (bench/instructions.py uses it too)."""
+    return (f"WITH s AS (UPDATE baseline.store_shaped_streams SET version = version + 1 WHERE stream_id = {stream} "
             f"RETURNING version) INSERT INTO {events} (stream_id, sequence, event_id, stream_type, event_type, "
             f"payload, metadata, global_position, horizon_xid) SELECT {stream}, s.version, "
             f"lpad(to_hex(p), 32, '0')::uuid, 'Bench', 'Tick', '{PAYLOAD}', '{META}', p, pg_current_xact_id() "
-            "FROM s, nextval('baseline.store_shaped_position') AS p;\n")
+            "FROM s, nextval('baseline.store_shaped_position') AS p")
+
+
+def existing_floor(prefix, events):
+    """floor_update_insert as a pgbench script, each client on its own stream, whose row the client's
+    first transaction makes."""
+    stream = f"'{prefix}-' || :client_id || '-' || :run"
+    return ("\\set n :n + 1\n\\if :n = 1\nINSERT INTO baseline.store_shaped_streams (stream_id, stream_type, version) "
+            f"VALUES ({stream}, 'Bench', 0);\n\\endif\n" + floor_update_insert(stream, events) + ";\n")
 
 
 def psql(sql, db=DB):
